@@ -1,0 +1,3 @@
+"""API routes of the assignment app."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""API routes of the cases app."""
+
+urlpatterns: list = []

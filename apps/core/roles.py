@@ -1,0 +1,51 @@
+"""The four roles as Django groups, and the permissions each needs.
+
+Patterns: "app.*" (every permission of an app), "app.view_*" (every view permission of an
+app), or an exact "app.codename". Permissions of models that do not exist are skipped, so a
+role picks up new models as the apps grow.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+AGENT, OPS, QUEUE_CONFIG_EDITOR, MERCHANT = "agent", "ops", "queue-config-editor", "merchant"
+ROLES = (AGENT, OPS, QUEUE_CONFIG_EDITOR, MERCHANT)
+
+ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    # Agents work cases: read and update them, add notes, see queues, agents and merchants.
+    AGENT: (
+        "cases.view_*", "cases.add_case", "cases.change_case", "cases.add_caseevent",
+        "assignment.view_*", "assignment.change_agent",
+        "merchants.view_*", "merchants.add_message",
+        "inventory.view_*",
+    ),
+    # Ops run the platform: everything in the product apps, schedules, and user lists.
+    OPS: (
+        "cases.*", "assignment.*", "inventory.*", "merchants.*", "health.*",
+        "django_celery_beat.*", "auth.view_user", "auth.view_group",
+    ),
+    # Queue configuration editors change queue settings themselves, nothing else.
+    QUEUE_CONFIG_EDITOR: (
+        "cases.view_queue", "cases.change_queue", "cases.view_queueconfig",
+        "cases.add_queueconfig", "cases.change_queueconfig",
+    ),
+    # Merchant users only use the Support Hub API, which scopes data by membership.
+    MERCHANT: (),
+}
+
+
+def roles_sync_permissions(*, using: str = "default") -> None:
+    from django.contrib.auth.models import Group, Permission
+
+    permissions = list(
+        Permission.objects.using(using).select_related("content_type")
+        .values_list("id", "content_type__app_label", "codename")
+    )
+    for role, patterns in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.using(using).get_or_create(name=role)
+        wanted = [
+            pk for pk, app_label, codename in permissions
+            if any(fnmatchcase(f"{app_label}.{codename}", pattern) for pattern in patterns)
+        ]
+        group.permissions.set(wanted)

@@ -1,0 +1,3 @@
+"""API routes of the health app."""
+
+urlpatterns: list = []

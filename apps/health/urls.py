@@ -1,0 +1,3 @@
+"""Non-API routes of the health app (/metrics)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""API routes of the merchants app."""
+
+urlpatterns: list = []

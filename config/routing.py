@@ -1,0 +1,9 @@
+"""Websocket routes of all apps, collected in one place for the ASGI router."""
+
+from django.urls import path
+
+from apps.core.consumers import PingConsumer
+
+websocket_urlpatterns = [
+    path("ws/ping/", PingConsumer.as_asgi()),
+]

@@ -1,0 +1,24 @@
+"""Top-level routes: admin, probes, the versioned API of each app, and its OpenAPI schema."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from apps.core import views as core_views
+
+urlpatterns = [
+    path("healthz", core_views.healthz, name="healthz"),
+    path("readyz", core_views.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/", include("apps.cases.api.urls")),
+    path("api/v1/inventory/", include("apps.inventory.api.urls")),
+    path("api/v1/health/", include("apps.health.api.urls")),
+    path("api/v1/hub/", include("apps.merchants.api.urls")),
+    path("", include("apps.health.urls")),
+]
+
+admin.site.site_header = "Casehub"
+admin.site.site_title = "Casehub"
+admin.site.index_title = "Support operations"
