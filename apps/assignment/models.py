@@ -21,6 +21,8 @@ class Agent(models.Model):
     capacity = models.PositiveSmallIntegerField(default=3)
     presence = models.CharField(max_length=16, choices=Presence.choices, default=Presence.OFFLINE)
     presence_changed_at = models.DateTimeField(null=True, blank=True)
+    # Queues the agent works; assignment only offers cases of these queues.
+    queues = models.ManyToManyField("cases.Queue", blank=True, related_name="agents")
 
     class Meta:
         ordering = ["display_name"]

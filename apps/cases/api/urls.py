@@ -1,3 +1,14 @@
-"""API routes of the cases app."""
+"""API routes of the cases app (mounted at /api/v1/)."""
 
-urlpatterns: list = []
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from apps.cases.api.views import CaseViewSet, SignalView
+
+router = SimpleRouter()
+router.register("cases", CaseViewSet, basename="case")
+
+urlpatterns = [
+    path("signals/", SignalView.as_view(), name="signal-ingest"),
+    *router.urls,
+]

@@ -1,0 +1,73 @@
+"""Serializers of the cases API: shapes only; writes go through apps.cases.services."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from apps.cases.models import Case, CaseEvent, Channel, Priority, Queue, Status
+
+
+class CaseEventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor.username", default=None, read_only=True)
+
+    class Meta:
+        model = CaseEvent
+        fields = ["id", "kind", "actor", "data", "created_at"]
+
+
+class CaseSerializer(serializers.ModelSerializer):
+    queue = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    assigned_agent_name = serializers.CharField(source="assigned_agent.display_name", default=None,
+                                                read_only=True)
+
+    class Meta:
+        model = Case
+        fields = ["id", "queue", "status", "priority", "channel", "source", "subject", "merchant_ref",
+                  "customer_ref", "delivery_ref", "signal_type", "assigned_agent", "assigned_agent_name",
+                  "fields", "location", "legacy_id", "created_at", "updated_at", "first_assigned_at",
+                  "first_response_at", "resolved_at"]
+        read_only_fields = fields
+
+
+class CaseDetailSerializer(CaseSerializer):
+    timeline = CaseEventSerializer(source="events", many=True, read_only=True)
+
+    class Meta(CaseSerializer.Meta):
+        fields = [*CaseSerializer.Meta.fields, "timeline"]
+        read_only_fields = fields
+
+
+class CaseCreateSerializer(serializers.Serializer):
+    queue = serializers.SlugRelatedField(slug_field="slug", queryset=Queue.objects.filter(is_active=True))
+    fields = serializers.JSONField(required=False, default=dict,
+                                   help_text="Dynamic fields, validated against the queue's JSON Schema.")
+    priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
+    channel = serializers.ChoiceField(choices=Channel.choices, default=Channel.WEB)
+    subject = serializers.CharField(max_length=300, required=False, default="", allow_blank=True)
+    merchant_ref = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+    customer_ref = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+    delivery_ref = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+
+
+class CaseTransitionSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Status.choices)
+    note = serializers.CharField(required=False, default="", allow_blank=True)
+
+
+class SignalSerializer(serializers.Serializer):
+    signal_type = serializers.SlugField(max_length=64, help_text="e.g. late_delivery, missing_items")
+    delivery_id = serializers.CharField(max_length=64)
+    merchant_id = serializers.CharField(max_length=64, required=False, default="", allow_blank=True,
+                                        help_text="The merchant's external id.")
+    customer_id = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+    payload = serializers.DictField(required=False, default=dict,
+                                    help_text="Signal details; targeting conditions read them.")
+
+
+class SignalResultSerializer(serializers.Serializer):
+    targeted = serializers.BooleanField(help_text="A queue's targeting rules took the signal.")
+    created = serializers.BooleanField(help_text="False when this (delivery, signal type) was seen before.")
+    queue = serializers.CharField(allow_null=True)
+    experiment = serializers.CharField(allow_blank=True)
+    group = serializers.CharField(allow_null=True, help_text="treatment, control or none")
+    case_id = serializers.UUIDField(allow_null=True, help_text="Null for control (no outreach).")

@@ -1,0 +1,58 @@
+"""Prometheus metrics of cases: backlog per queue/status, handle time and first-contact
+resolution (from the CaseStats rollup kept by the change-feed consumer), consumer lag."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db.models import Avg, Count, Q
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from apps.cases.models import OPEN_STATUSES, Case, CaseEvent, CaseStats
+from apps.cases.services import CASE_METRICS_CONSUMER
+from apps.core.feed import feed_lag
+
+
+def backlog() -> list[tuple[str, str, int]]:
+    """(queue slug, status, open cases)."""
+    rows = (Case.objects.filter(status__in=OPEN_STATUSES).values("queue__slug", "status")
+            .annotate(n=Count("id")).order_by("queue__slug", "status"))
+    return [(r["queue__slug"], r["status"], r["n"]) for r in rows]
+
+
+def resolution_stats() -> list[tuple[str, float | None, float | None, int]]:
+    """(queue slug, average handle seconds, first-contact-resolution ratio, resolved cases)."""
+    rows = (CaseStats.objects.filter(resolved_at__isnull=False).values("queue__slug")
+            .annotate(handle=Avg("handle_seconds"), resolved=Count("case_id"),
+                      fcr=Count("case_id", filter=Q(first_contact_resolution=True)))
+            .order_by("queue__slug"))
+    return [(r["queue__slug"], r["handle"], r["fcr"] / r["resolved"] if r["resolved"] else None,
+             r["resolved"]) for r in rows]
+
+
+def collect() -> Iterable[Metric]:
+    open_cases = GaugeMetricFamily("casehub_cases_open", "Open cases (backlog) per queue and status.",
+                                   labels=["queue", "status"])
+    for queue, status, n in backlog():
+        open_cases.add_metric([queue, status], n)
+    yield open_cases
+    handle = GaugeMetricFamily("casehub_case_handle_time_seconds_avg",
+                               "Average time from creation to resolution of resolved cases.",
+                               labels=["queue"])
+    fcr = GaugeMetricFamily("casehub_case_first_contact_resolution_ratio",
+                            "Share of resolved cases resolved on first contact.", labels=["queue"])
+    resolved = GaugeMetricFamily("casehub_cases_resolved", "Resolved cases seen by the rollup.",
+                                 labels=["queue"])
+    for queue, seconds, ratio, n in resolution_stats():
+        if seconds is not None:
+            handle.add_metric([queue], seconds)
+        if ratio is not None:
+            fcr.add_metric([queue], ratio)
+        resolved.add_metric([queue], n)
+    yield handle
+    yield fcr
+    yield resolved
+    lag = GaugeMetricFamily("casehub_feed_lag_events", "Case events not yet read by a consumer.",
+                            labels=["consumer"])
+    lag.add_metric([CASE_METRICS_CONSUMER], feed_lag(CASE_METRICS_CONSUMER, model=CaseEvent))
+    yield lag

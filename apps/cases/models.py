@@ -1,0 +1,240 @@
+"""Cases, their queues and versioned queue configuration, the case timeline (CaseEvent, also
+the change feed), proactive-signal outcomes and per-case rollups."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Status(models.TextChoices):
+    """Every status a queue's transition table may use."""
+
+    NEW = "new", "New"
+    ASSIGNED = "assigned", "Assigned"
+    IN_PROGRESS = "in_progress", "In progress"
+    PENDING_CUSTOMER = "pending_customer", "Pending customer"
+    RESOLVED = "resolved", "Resolved"
+    CLOSED = "closed", "Closed"
+    REOPENED = "reopened", "Reopened"
+
+
+OPEN_STATUSES = (Status.NEW, Status.ASSIGNED, Status.IN_PROGRESS, Status.PENDING_CUSTOMER, Status.REOPENED)
+
+
+class Channel(models.TextChoices):
+    CHAT = "chat", "Chat"
+    PHONE = "phone", "Phone"
+    EMAIL = "email", "Email"
+    PROACTIVE = "proactive", "Proactive"
+    FRAUD_REVIEW = "fraud_review", "Fraud review"
+    WEB = "web", "Web form"
+
+
+class Priority(models.IntegerChoices):
+    LOW = 1, "Low"
+    NORMAL = 2, "Normal"
+    HIGH = 3, "High"
+    URGENT = 4, "Urgent"
+
+
+class Source(models.TextChoices):
+    AGENT = "agent", "Agent"
+    API = "api", "API"
+    SIGNAL = "signal", "Proactive signal"
+    EMAIL = "email", "Inbound email"
+    LEGACY_IMPORT = "legacy_import", "Legacy import"
+    DEMO = "demo", "Demo data"
+
+
+class Location(models.TextChoices):
+    """Where a case is worked: here, or handed to the legacy CRM (reversible)."""
+
+    CASEHUB = "casehub", "Casehub"
+    LEGACY = "legacy", "Legacy CRM"
+
+
+class Queue(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class QueueConfig(models.Model):
+    """One version of a queue's rules. Versions are never edited: publishing makes a new one."""
+
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="configs")
+    version = models.PositiveIntegerField()
+    is_active = models.BooleanField(default=False)
+    # JSON Schema (draft 2020-12) of the queue's dynamic `Case.fields`.
+    fields_schema = models.JSONField(default=dict, blank=True)
+    initial_status = models.CharField(max_length=32, choices=Status.choices, default=Status.NEW)
+    # {"new": ["assigned", "resolved"], ...}: from-status -> allowed to-statuses.
+    transitions = models.JSONField(default=dict)
+    # {"first_response_minutes": 60, "resolution_minutes": 1440}
+    sla = models.JSONField(default=dict, blank=True)
+    # Used by assignment: {"skills": ["refunds"], "priority_weights": {"4": 10, ...}, ...}
+    routing = models.JSONField(default=dict, blank=True)
+    # Proactive signals: {"signal_types": ["late_delivery"], "conditions": [{"path": "minutes_late",
+    #  "op": "gte", "value": 30}], "priority": 3, "experiment": {"name": "...", "treatment_percent": 50}}
+    targeting = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["queue", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["queue", "version"], name="queueconfig_unique_version"),
+            # At most one active version per queue, enforced by a partial unique index.
+            models.UniqueConstraint(fields=["queue"], condition=Q(is_active=True),
+                                    name="queueconfig_one_active_per_queue"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.queue.slug} v{self.version}{' (active)' if self.is_active else ''}"
+
+
+class Case(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="cases")
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.NEW)
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
+    channel = models.CharField(max_length=32, choices=Channel.choices, default=Channel.WEB)
+    source = models.CharField(max_length=32, choices=Source.choices, default=Source.AGENT)
+    subject = models.CharField(max_length=300, blank=True)
+    # Outside entities by identifier, never copies of their data.
+    merchant_ref = models.CharField(max_length=64, blank=True, db_index=True,
+                                    help_text="merchants.Merchant.external_id")
+    customer_ref = models.CharField(max_length=64, blank=True)
+    delivery_ref = models.CharField(max_length=64, blank=True)
+    signal_type = models.CharField(max_length=64, blank=True)
+    assigned_agent = models.ForeignKey("assignment.Agent", null=True, blank=True,
+                                       on_delete=models.SET_NULL, related_name="cases")
+    fields = models.JSONField(default=dict, blank=True)
+    location = models.CharField(max_length=16, choices=Location.choices, default=Location.CASEHUB)
+    legacy_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    # A default, not auto_now_add: imports keep the legacy CRM's creation time.
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    first_assigned_at = models.DateTimeField(null=True, blank=True)
+    first_response_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("ingest_signal", "Can send proactive delivery signals")]
+        indexes = [
+            GinIndex(fields=["fields"], name="case_fields_gin", opclasses=["jsonb_path_ops"]),
+            models.Index(fields=["queue", "status"], name="case_queue_status_idx"),
+            models.Index(fields=["assigned_agent", "status"], name="case_agent_status_idx"),
+            models.Index(fields=["delivery_ref"], name="case_delivery_idx", condition=~Q(delivery_ref="")),
+            # Unassigned open cases: what the assignment engine claims.
+            models.Index(fields=["queue", "priority", "created_at"], name="case_waiting_idx",
+                         condition=Q(assigned_agent__isnull=True, status="new")),
+        ]
+        constraints = [
+            # One proactive case per delivery and signal type, whatever the retries.
+            models.UniqueConstraint(fields=["delivery_ref", "signal_type"],
+                                    name="case_one_per_delivery_signal", condition=~Q(signal_type="")),
+            models.CheckConstraint(condition=Q(priority__gte=1, priority__lte=4), name="case_priority_range"),
+            models.CheckConstraint(condition=Q(status__in=Status.values), name="case_status_known"),
+        ]
+
+    def __str__(self) -> str:
+        return self.subject or str(self.id)
+
+
+class EventKind(models.TextChoices):
+    CREATED = "created", "Created"
+    FIELD_CHANGED = "field_changed", "Field changed"
+    STATUS_CHANGED = "status_changed", "Status changed"
+    ASSIGNED = "assigned", "Assigned"
+    NOTE = "note", "Note"
+    MESSAGE = "message", "Message"
+    TRANSFERRED = "transferred", "Transferred to queue"
+    LEGACY_TRANSFER = "legacy_transfer", "Legacy transfer"
+
+
+class CaseEvent(models.Model):
+    """Append-only timeline row; its id is the change-feed position (see apps.core.feed)."""
+
+    id = models.BigAutoField(primary_key=True)
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=32, choices=EventKind.choices)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    # kind-specific: {"field": ..., "old": ..., "new": ...}, {"from": ..., "to": ...}, {"body": ...}
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["case", "id"], name="caseevent_case_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.id}"
+
+
+class ExperimentGroup(models.TextChoices):
+    TREATMENT = "treatment", "Treatment (outreach)"
+    CONTROL = "control", "Control (no outreach)"
+    NONE = "none", "No experiment"
+
+
+class SignalOutcome(models.Model):
+    """What one (delivery, signal type) led to: the dedup key and the experiment record."""
+
+    delivery_ref = models.CharField(max_length=64)
+    signal_type = models.CharField(max_length=64)
+    queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="signal_outcomes")
+    experiment = models.CharField(max_length=100, blank=True)
+    group = models.CharField(max_length=16, choices=ExperimentGroup.choices)
+    case = models.OneToOneField(Case, null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="signal_outcome")
+    payload = models.JSONField(default=dict, blank=True)
+    received_count = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["delivery_ref", "signal_type"], name="signaloutcome_unique"),
+            # Control never gets a case; treatment (and no-experiment) always does.
+            models.CheckConstraint(condition=~Q(group="control") | Q(case__isnull=True),
+                                   name="signaloutcome_control_has_no_case"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.signal_type}:{self.delivery_ref} ({self.group})"
+
+
+class CaseStats(models.Model):
+    """Per-case rollup maintained by the `case_metrics` feed consumer."""
+
+    case = models.OneToOneField(Case, primary_key=True, on_delete=models.CASCADE, related_name="stats")
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="+")
+    outbound_messages = models.PositiveIntegerField(default=0)
+    reopen_count = models.PositiveIntegerField(default=0)
+    first_response_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    handle_seconds = models.FloatField(null=True, blank=True)
+    # Resolved on the first contact: one agent reply at most and never reopened.
+    first_contact_resolution = models.BooleanField(null=True)
+
+    class Meta:
+        verbose_name_plural = "case stats"
+
+    def __str__(self) -> str:
+        return f"stats of {self.case_id}"
