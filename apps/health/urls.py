@@ -1,3 +1,9 @@
 """Non-API routes of the health app (/metrics)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from apps.health import views
+
+urlpatterns = [
+    path("metrics", views.metrics, name="metrics"),
+]

@@ -1,3 +1,10 @@
-"""API routes of the health app."""
+"""API routes of the health app (mounted at /api/v1/health/)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from apps.health.api import views
+
+urlpatterns = [
+    path("gate/", views.GateView.as_view(), name="health-gate"),
+    path("status/", views.StatusView.as_view(), name="health-status"),
+]

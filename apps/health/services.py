@@ -1,0 +1,334 @@
+"""Write use cases of the health app: apply/delete specs (admission validation lives here) and
+run checks (leases, a thread pool with per-check timeouts, results written in bulk).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from apps.core.errors import ApplicationError
+from apps.health import leases
+from apps.health.checks import REGISTRY, CheckOutcome
+from apps.health.checks.base import CheckContext
+from apps.health.models import RESULTS_KEPT, CheckResult, CheckStatus, HealthCheck, HealthSpec
+from apps.health.specs import document_parse, document_validate
+from apps.health.streams import STREAMS
+
+logger = logging.getLogger(__name__)
+
+SPEC_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+# A lease outlives the check's timeout by this much: time to confirm and write the result.
+LEASE_MARGIN_MS = 15_000
+MAX_THREADS = getattr(settings, "HEALTH_MAX_THREADS", 256)
+DUE_BATCH = getattr(settings, "HEALTH_DUE_BATCH", 1000)
+STREAM_IDLE_S = getattr(settings, "HEALTH_STREAM_IDLE_S", 3600)
+
+
+# Specs -----------------------------------------------------------------------------------------
+
+def health_spec_validate(*, name: str, document: str | dict) -> tuple[dict, str, str]:
+    """(normalised document, source text, format), or ApplicationError with field-level errors."""
+    data, source, fmt, errors = document_parse(document)
+    if not errors:
+        normalised, errors = document_validate(data)
+    if not errors and normalised.get("name") not in (None, name):
+        errors = {"name": [f"The document names spec {normalised['name']!r}, not {name!r}."]}
+    if not name or len(name) > 100:
+        errors = {"name": ["Give the spec a name of 1 to 100 characters."], **errors}
+    if errors:
+        raise ApplicationError("The health spec is invalid.", errors=errors)
+    return normalised, source, fmt
+
+
+def _definition(check: dict) -> tuple:
+    return check["type"], check["params"]
+
+
+@transaction.atomic
+def health_spec_apply(*, name: str, document: str | dict, enabled: bool | None = None,
+                      managed_by: str | None = None) -> tuple[HealthSpec, str]:
+    """Validate and store a spec, and sync its checks. Returns (spec, "created"|"updated"|"unchanged").
+
+    Checks removed from the document are deleted with their results; a check whose type or
+    parameters changed starts over (state and results cleared, runs at once); a new check
+    runs at once. Nothing is written when the document is invalid.
+    """
+    normalised, source, fmt = health_spec_validate(name=name, document=document)
+    now = timezone.now()
+    spec = HealthSpec.objects.select_for_update().filter(name=name).first()
+    action = "created" if spec is None else "updated"
+    if spec is None:
+        spec = HealthSpec(name=name)
+    elif (spec.document == normalised and spec.source == source
+          and (enabled is None or enabled == spec.enabled)
+          and (managed_by is None or managed_by == spec.managed_by)):
+        return spec, "unchanged"
+    spec.source, spec.source_format, spec.document = source, fmt, normalised
+    if enabled is not None:
+        spec.enabled = enabled
+    if managed_by is not None:
+        spec.managed_by = managed_by
+    spec.save()
+
+    existing = {c.name: c for c in spec.checks.all()} if action == "updated" else {}
+    wanted = {c["name"]: c for c in normalised["checks"]}
+    removed = [c.id for n, c in existing.items() if n not in wanted]
+    if removed:
+        HealthCheck.objects.filter(id__in=removed).delete()  # results go by cascade
+    to_create, to_update, restarted = [], [], []
+    for check_name, c in wanted.items():
+        current = existing.get(check_name)
+        if current is None:
+            to_create.append(HealthCheck(
+                spec=spec, name=check_name, type=c["type"], params=c["params"], interval_s=c["interval"],
+                timeout_s=c["timeout"], grace_period_s=c["grace_period"], grace_started_at=now,
+                next_run_at=now,
+            ))
+            continue
+        if _definition(c) != (current.type, current.params):
+            current.type, current.params, current.state = c["type"], c["params"], {}
+            current.last_status, current.last_duration_ms, current.last_run_at = "", None, None
+            current.grace_started_at = current.next_run_at = now
+            restarted.append(current.id)
+        current.interval_s, current.timeout_s, current.grace_period_s = (
+            c["interval"], c["timeout"], c["grace_period"])
+        current.next_run_at = min(current.next_run_at, now + timedelta(seconds=c["interval"]))
+        to_update.append(current)
+    if restarted:
+        CheckResult.objects.filter(health_check_id__in=restarted).delete()
+    HealthCheck.objects.bulk_create(to_create)
+    HealthCheck.objects.bulk_update(to_update, [
+        "type", "params", "state", "last_status", "last_duration_ms", "last_run_at", "grace_started_at",
+        "next_run_at", "interval_s", "timeout_s", "grace_period_s",
+    ])
+    if removed or restarted:
+        stale = removed + restarted
+        transaction.on_commit(lambda: STREAMS.close_many(stale))
+    return spec, action
+
+
+@transaction.atomic
+def health_spec_delete(*, spec: HealthSpec) -> None:
+    check_ids = list(spec.checks.values_list("id", flat=True))
+    spec.delete()  # checks and results go by cascade
+    transaction.on_commit(lambda: STREAMS.close_many(check_ids))
+
+
+@transaction.atomic
+def health_spec_set_enabled(*, spec: HealthSpec, enabled: bool) -> HealthSpec:
+    spec.enabled = enabled
+    spec.save(update_fields=["enabled", "updated_at"])
+    if enabled:
+        # Back from a pause: run at once, with a fresh grace window.
+        now = timezone.now()
+        spec.checks.update(next_run_at=now, grace_started_at=now)
+    return spec
+
+
+@dataclass
+class FileReport:
+    path: str
+    spec: str
+    action: str  # created, updated, unchanged, invalid, deleted
+    errors: dict = field(default_factory=dict)
+
+
+def health_specs_sync_dir(*, directory: str | Path) -> list[FileReport]:
+    """Apply every spec file of a folder (GitOps style) and delete the specs whose files are gone.
+
+    Each file is applied in its own transaction: one invalid file is reported and keeps its
+    last good version, the others still apply. The spec name is the document's `name` or the
+    file name without its extension.
+    """
+    folder = Path(directory).resolve()
+    if not folder.is_dir():
+        raise ApplicationError(f"{folder} is not a directory.", errors={"directory": ["Not a directory."]})
+    reports, seen = [], set()
+    for path in sorted(p for p in folder.iterdir() if p.suffix in SPEC_FILE_SUFFIXES and p.is_file()):
+        text = path.read_text(encoding="utf-8")
+        data, _, _, _ = document_parse(text)
+        name = data.get("name") if isinstance(data, dict) and isinstance(data.get("name"), str) else path.stem
+        seen.add(name)
+        other = HealthSpec.objects.filter(name=name).exclude(managed_by=str(folder)).first()
+        if other is not None:
+            where = other.managed_by or "admin"
+            reports.append(FileReport(str(path), name, "invalid",
+                                      {"name": [f"Spec {name!r} already exists, managed by {where}."]}))
+            continue
+        try:
+            _, action = health_spec_apply(name=name, document=text, managed_by=str(folder))
+        except ApplicationError as exc:
+            reports.append(FileReport(str(path), name, "invalid", exc.errors))
+            continue
+        reports.append(FileReport(str(path), name, action))
+    for spec in HealthSpec.objects.filter(managed_by=str(folder)).exclude(name__in=seen):
+        health_spec_delete(spec=spec)
+        reports.append(FileReport(str(folder / spec.name), spec.name, "deleted"))
+    return reports
+
+
+# Runner ----------------------------------------------------------------------------------------
+
+@dataclass
+class RunReport:
+    ran: int = 0
+    leased_elsewhere: int = 0
+    discarded: int = 0
+    wall_s: float = 0.0
+    results: list[CheckResult] = field(default_factory=list)
+
+
+@dataclass
+class _Execution:
+    outcome: CheckOutcome
+    duration_ms: float
+
+
+def _run_one(check: HealthCheck, token: str) -> _Execution:
+    started = time.perf_counter()
+    ctx = CheckContext(check_id=check.id, name=check.name, params=check.params, timeout_s=check.timeout_s,
+                       grace_period_s=check.grace_period_s, state=check.state or {}, lease_token=token)
+    try:
+        check_type = REGISTRY.get(check.type)
+        if check_type is None:
+            outcome = CheckOutcome.error(f"unknown check type {check.type!r}")
+        else:
+            outcome = check_type(ctx).run()
+    except Exception as exc:  # a check's own crash is its result, never the runner's
+        outcome = CheckOutcome.error(f"{type(exc).__name__}: {exc}"[:2000])
+    finally:
+        # This thread's own DB connections (a resource or database check); the pool thread may die.
+        connections.close_all()
+    return _Execution(outcome, (time.perf_counter() - started) * 1000)
+
+
+def _execute(checks: list[HealthCheck], tokens: dict[int, str]) -> dict[int, _Execution]:
+    """Run checks concurrently; a check still running at its timeout is recorded as a timeout and
+    not waited for (its thread finishes on its own; its lease expires by itself)."""
+    if not checks:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=min(len(checks), MAX_THREADS), thread_name_prefix="health-check")
+    started = time.monotonic()
+    futures = {c.id: pool.submit(_run_one, c, tokens[c.id]) for c in checks}
+    results: dict[int, _Execution] = {}
+    try:
+        for check in sorted(checks, key=lambda c: c.timeout_s):
+            remaining = started + check.timeout_s - time.monotonic()
+            try:
+                results[check.id] = futures[check.id].result(timeout=max(0.0, remaining))
+            except FutureTimeout:
+                futures[check.id].cancel()
+                results[check.id] = _Execution(
+                    CheckOutcome(CheckStatus.TIMEOUT.value, f"did not finish within {check.timeout_s:g}s"),
+                    check.timeout_s * 1000)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return results
+
+
+def _checks_run(checks: list[HealthCheck], *, now: datetime) -> RunReport:
+    report = RunReport()
+    t0 = time.perf_counter()
+    if not checks:
+        return report
+    tokens = leases.leases_acquire({c.id: c.timeout_s * 1000 + LEASE_MARGIN_MS for c in checks})
+    elsewhere = [c.id for c in checks if c.id not in tokens]
+    report.leased_elsewhere = len(elsewhere)
+    STREAMS.close_many(elsewhere)  # another runner owns these checks now
+    runnable = [c for c in checks if c.id in tokens]
+    executions = _execute(runnable, tokens)
+    timed_out = {cid for cid, ex in executions.items() if ex.outcome.status == CheckStatus.TIMEOUT}
+    held = leases.leases_confirm(tokens, ttl_ms=LEASE_MARGIN_MS)
+    lost = [cid for cid, ok in held.items() if not ok]
+    STREAMS.close_many(lost)  # our lease expired or was taken: someone else may be reading this log
+    report.discarded += len(lost)
+    kept = [c for c in runnable if held.get(c.id)]
+    try:
+        report.results = _results_write(kept, executions, now=now)
+    finally:
+        # Timed-out checks may still be running in their thread: their leases expire by themselves.
+        leases.leases_release({cid: tokens[cid] for cid in tokens if held.get(cid) and cid not in timed_out})
+    report.ran = len(report.results)
+    report.discarded += len(kept) - len(report.results)
+    report.wall_s = time.perf_counter() - t0
+    return report
+
+
+PRUNE_SQL = f"""
+DELETE FROM health_checkresult WHERE id IN (
+    SELECT id FROM (
+        SELECT id, row_number() OVER (PARTITION BY health_check_id ORDER BY created_at DESC, id DESC) AS n
+        FROM health_checkresult WHERE health_check_id = ANY(%s)
+    ) ranked WHERE n > {RESULTS_KEPT}
+)
+"""
+
+
+@transaction.atomic
+def _results_write(checks: list[HealthCheck], executions: dict[int, _Execution], *,
+                   now: datetime) -> list[CheckResult]:
+    """Insert the results, prune to the last RESULTS_KEPT per check and update the checks, in one
+    transaction. Checks deleted or redefined while they ran are skipped (their result is stale)."""
+    if not checks:
+        return []
+    current = {
+        row[0]: (row[1], row[2])
+        for row in HealthCheck.objects.select_for_update().filter(id__in=[c.id for c in checks])
+        .order_by("id").values_list("id", "type", "params")
+    }
+    finished = timezone.now()
+    results, updated = [], []
+    for check in checks:
+        if current.get(check.id) != (check.type, check.params):
+            continue
+        execution = executions[check.id]
+        outcome = execution.outcome
+        in_grace = outcome.status != CheckStatus.SUCCESS and (
+            outcome.in_grace or (now - check.grace_started_at).total_seconds() < check.grace_period_s)
+        results.append(CheckResult(health_check_id=check.id, status=outcome.status,
+                                   duration_ms=execution.duration_ms, message=outcome.message[:2000],
+                                   in_grace=in_grace, created_at=finished))
+        check.last_status = "" if in_grace else outcome.status
+        check.last_duration_ms = execution.duration_ms
+        check.last_run_at = finished
+        check.next_run_at = now + timedelta(seconds=check.interval_s)
+        if outcome.state is not None:
+            check.state = outcome.state
+        updated.append(check)
+    if not results:
+        return []
+    CheckResult.objects.bulk_create(results)
+    with connection.cursor() as cursor:
+        cursor.execute(PRUNE_SQL, [[c.id for c in updated]])
+    HealthCheck.objects.bulk_update(updated, ["last_status", "last_duration_ms", "last_run_at", "next_run_at",
+                                              "state"])
+    return results
+
+
+def health_checks_run_due(*, now: datetime | None = None) -> RunReport:
+    """Run every check of an enabled spec whose time has come (the beat task calls this)."""
+    now = now or timezone.now()
+    # Streams of checks deleted or paused by another process are closed here, in this one.
+    STREAMS.close_except(
+        HealthCheck.objects.filter(spec__enabled=True, type="log_grep").values_list("id", flat=True),
+        idle_s=STREAM_IDLE_S,
+    )
+    due = list(HealthCheck.objects.filter(spec__enabled=True, next_run_at__lte=now)
+               .order_by("next_run_at")[:DUE_BATCH])
+    return _checks_run(due, now=now)
+
+
+def health_spec_run(*, spec_id: int) -> RunReport:
+    """Run every check of one spec now, whatever their schedule ("run now" in admin, benchmarks)."""
+    checks = list(HealthCheck.objects.filter(spec_id=spec_id).order_by("id"))
+    return _checks_run(checks, now=timezone.now())
