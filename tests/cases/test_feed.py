@@ -1,0 +1,174 @@
+"""The CaseEvent change feed: ordered, exactly-once consumers; the writer fence; the metrics rollup."""
+
+import threading
+import time
+
+import pytest
+from django.db import connection, transaction
+
+from apps.cases import metrics, services
+from apps.cases.models import CaseEvent, CaseStats, Status
+from apps.core import feed
+from apps.core.models import FeedCursor
+from tests.factories.accounts import AgentFactory
+from tests.factories.cases import QueueFactory, make_case
+
+
+@pytest.mark.django_db
+def test_consumer_reads_in_order_once_and_stores_its_position():
+    queue = QueueFactory(slug="general")
+    cases = [make_case(queue=queue) for _ in range(5)]
+    services.case_add_note(case=cases[0], body="hi")
+    seen: list[int] = []
+    assert feed.feed_consume("test", lambda batch: seen.extend(e.id for e in batch),
+                             model=CaseEvent, batch_size=2) == 6
+    assert seen == sorted(seen) and len(seen) == 6
+    assert FeedCursor.objects.get(name="test").position == seen[-1]
+    assert feed.feed_consume("test", lambda batch: seen.extend(e.id for e in batch), model=CaseEvent) == 0
+    services.case_add_note(case=cases[1], body="again")
+    assert feed.feed_consume("test", lambda batch: seen.extend(e.id for e in batch), model=CaseEvent) == 1
+    assert len(seen) == len(set(seen)) == 7
+
+
+@pytest.mark.django_db
+def test_a_failing_handler_does_not_advance_the_position():
+    make_case(queue=QueueFactory(slug="general"))
+
+    def broken(batch):
+        CaseStats.objects.all().delete()
+        raise ValueError("handler bug")
+
+    with pytest.raises(ValueError):
+        feed.feed_consume("fragile", broken, model=CaseEvent)
+    assert FeedCursor.objects.get(name="fragile").position == 0
+    assert feed.feed_consume("fragile", lambda batch: None, model=CaseEvent) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fence_never_skips_an_event_of_a_slower_transaction():
+    """An open writer holds an id lower than a committed one: the consumer waits for it."""
+    queue = QueueFactory(slug="general")
+    case_a, case_b = make_case(queue=queue), make_case(queue=queue)
+    services.case_metrics_rollup()  # consume the created events
+    written, release = threading.Event(), threading.Event()
+
+    def slow_writer():
+        try:
+            with transaction.atomic():
+                services.case_add_note(case=case_a, body="slow")  # takes the lower id
+                written.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    assert written.wait(10)
+    services.case_add_note(case=case_b, body="fast")  # higher id, committed first
+    seen: list[tuple[int, str]] = []
+
+    def consume():
+        try:
+            feed.feed_consume("fence", lambda batch: seen.extend((e.id, e.data["body"]) for e in batch),
+                              model=CaseEvent, queryset=CaseEvent.objects.filter(kind="note"))
+        finally:
+            connection.close()
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    time.sleep(0.5)
+    assert seen == []  # blocked behind the open writer instead of reading past its id
+    release.set()
+    writer.join(10)
+    consumer.join(10)
+    assert [body for _, body in seen] == ["slow", "fast"]
+    assert seen[0][0] < seen[1][0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fence_skips_the_round_when_a_writer_stays_open(monkeypatch):
+    queue = QueueFactory(slug="general")
+    case = make_case(queue=queue)
+    monkeypatch.setattr(feed, "FENCE_TIMEOUT_MS", 200)
+    written, release = threading.Event(), threading.Event()
+
+    def writer():
+        try:
+            with transaction.atomic():
+                services.case_add_note(case=case, body="long")
+                written.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert written.wait(10)
+    try:
+        assert feed.feed_high_water_mark(CaseEvent) is None
+        assert feed.feed_consume("skipper", lambda batch: None, model=CaseEvent) == 0
+    finally:
+        release.set()
+        thread.join(10)
+    assert feed.feed_consume("skipper", lambda batch: None, model=CaseEvent) == 2
+
+
+@pytest.mark.django_db
+def test_metrics_rollup_computes_handle_time_and_first_contact_resolution():
+    queue = QueueFactory(slug="refunds")
+    agent = AgentFactory()
+    quick = make_case(queue=queue)
+    services.case_assign(case=quick, agent=agent)
+    services.case_add_message(case=quick, body="Refunded.")
+    services.case_transition(case=quick, to_status=Status.RESOLVED)
+    slow = make_case(queue=queue)
+    services.case_add_message(case=slow, body="Looking")
+    services.case_add_message(case=slow, body="Still looking")
+    services.case_transition(case=slow, to_status=Status.RESOLVED)
+    reopened = make_case(queue=queue)
+    services.case_transition(case=reopened, to_status=Status.RESOLVED)
+    services.case_transition(case=reopened, to_status=Status.REOPENED)
+    services.case_transition(case=reopened, to_status=Status.RESOLVED)
+    make_case(queue=queue)  # open, not resolved
+
+    processed = services.case_metrics_rollup()
+    assert processed == CaseEvent.objects.count()
+    stats = {s.case_id: s for s in CaseStats.objects.all()}
+    assert len(stats) == 4
+    assert stats[quick.pk].first_contact_resolution is True and stats[quick.pk].outbound_messages == 1
+    assert stats[quick.pk].first_response_at is not None and stats[quick.pk].handle_seconds >= 0
+    assert stats[slow.pk].first_contact_resolution is False
+    assert stats[reopened.pk].first_contact_resolution is False and stats[reopened.pk].reopen_count == 1
+    assert services.case_metrics_rollup() == 0  # idempotent: nothing read twice
+    assert CaseStats.objects.get(pk=quick.pk).outbound_messages == 1
+
+    [(slug, handle, fcr, resolved)] = metrics.resolution_stats()
+    assert slug == "refunds" and resolved == 3 and fcr == pytest.approx(1 / 3) and handle >= 0
+    assert ("refunds", "new", 1) in metrics.backlog()
+    families = {f.name: f for f in metrics.collect()}
+    assert families["casehub_case_first_contact_resolution_ratio"].samples[0].value == pytest.approx(1 / 3)
+    assert families["casehub_feed_lag_events"].samples[0].value == 0
+    assert {s.labels["status"]: s.value for s in families["casehub_cases_open"].samples} == {"new": 1}
+
+
+@pytest.mark.slow
+def test_beat_task_runs_on_a_real_worker(celery_worker):
+    from apps.cases.tasks import case_metrics_rollup
+
+    queue = QueueFactory(slug="general")
+    case = make_case(queue=queue)
+    services.case_transition(case=case, to_status=Status.RESOLVED)
+    case_metrics_rollup.delay()
+    deadline = time.monotonic() + 30
+    while not CaseStats.objects.filter(pk=case.pk, resolved_at__isnull=False).exists():
+        assert time.monotonic() < deadline, "the worker did not roll the events up"
+        time.sleep(0.2)
+    assert FeedCursor.objects.get(name=services.CASE_METRICS_CONSUMER).position == CaseEvent.objects.last().id
+
+
+@pytest.mark.django_db
+def test_beat_schedule_exists_after_migrate():
+    from django_celery_beat.models import PeriodicTask
+
+    task = PeriodicTask.objects.get(task="apps.cases.tasks.case_metrics_rollup")
+    assert task.enabled and task.interval.every == 10
