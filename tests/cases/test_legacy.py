@@ -14,7 +14,7 @@ from tests.factories.cases import REFUND_SCHEMA, QueueFactory
 def test_uuid5_is_stable_across_machines():
     # Pinned literals: these ids are stored; changing the namespace or the name format would
     # give every imported case a new id and break re-imports.
-    assert LEGACY_NAMESPACE == uuid.UUID("6f1c2a4e-9b7d-5e3f-8a21-c45e0d9b7a10")
+    assert uuid.UUID("6f1c2a4e-9b7d-5e3f-8a21-c45e0d9b7a10") == LEGACY_NAMESPACE
     assert str(legacy_case_id("CRM-1")) == "72c185e0-1f32-51e1-a523-cda695000204"
     assert legacy_case_id("CRM-1").version == 5
     assert legacy_case_id(" CRM-1 ") == legacy_case_id("CRM-1")
@@ -22,7 +22,7 @@ def test_uuid5_is_stable_across_machines():
 
 
 CSV = """legacy_id,queue,status,priority,channel,subject,merchant_ref,created_at,fields
-CRM-1,refunds,new,2,email,Refund please,m-1001,2025-01-02T10:00:00Z,"{""order_id"": ""A-1"", ""order_total"": 10}"
+CRM-1,refunds,new,2,email,Refund,m-1001,2025-01-02T10:00:00Z,"{""order_id"": ""A-1"", ""order_total"": 10}"
 CRM-2,refunds,resolved,3,phone,Done,m-1002,2025-01-03T10:00:00Z,"{""order_id"": ""A-2""}"
 CRM-3,nowhere,new,2,email,Bad queue,m-1001,,{}
 CRM-4,refunds,frozen,9,email,Bad status,m-1001,,"{""order_total"": ""lots""}"

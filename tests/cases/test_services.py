@@ -86,7 +86,8 @@ def test_lifecycle_timestamps_and_timeline_is_complete(refunds):
     assert case.resolved_at is None and case.status == Status.REOPENED
     assert kinds(case) == ["created", "assigned", "status_changed", "message", "status_changed",
                            "status_changed", "note", "status_changed"]
-    statuses = [e.data["to"] for e in CaseEvent.objects.filter(case=case, kind="status_changed").order_by("id")]
+    changes = CaseEvent.objects.filter(case=case, kind="status_changed").order_by("id")
+    statuses = [e.data["to"] for e in changes]
     assert statuses == ["assigned", "in_progress", "resolved", "reopened"]
 
 
@@ -133,7 +134,8 @@ def test_legacy_transfer_is_recorded_and_reversible(refunds):
     assert case.location == Location.CASEHUB
     services.case_transition(case=case, to_status=Status.RESOLVED)
     legacy = CaseEvent.objects.filter(case=case, kind="legacy_transfer").order_by("id")
-    assert [(e.data["direction"], e.data.get("legacy_ref")) for e in legacy] == [("out", "CRM-77"), ("in", None)]
+    assert [(e.data["direction"], e.data.get("legacy_ref")) for e in legacy] == [
+        ("out", "CRM-77"), ("in", None)]
 
 
 def test_bulk_apply_keeps_good_cases_and_reports_bad_ones(refunds):
@@ -167,7 +169,8 @@ def test_queue_config_validation_and_versions():
     assert (first.version, second.version) == (1, 2)
     assert list(QueueConfig.objects.filter(queue=queue, is_active=True)) == [second]
     services.queue_config_activate(config=first)
-    assert list(QueueConfig.objects.filter(queue=queue, is_active=True).values_list("version", flat=True)) == [1]
+    active = QueueConfig.objects.filter(queue=queue, is_active=True)
+    assert list(active.values_list("version", flat=True)) == [1]
 
 
 def test_one_active_config_is_a_database_constraint():

@@ -121,7 +121,7 @@ def test_concurrent_retries_create_exactly_one_case():
             result = services.signal_ingest(signal_type="late_delivery", delivery_ref="d-race",
                                             payload={"minutes_late": 60}, actor=user)
             results.append((result.created, result.outcome.case_id))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+        except Exception as exc:
             errors.append(exc)
         finally:
             connection.close()

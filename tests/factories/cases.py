@@ -44,7 +44,9 @@ class QueueFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def config(self, create, extracted, **kwargs):
         """An active config: QueueFactory(config__fields_schema=..., config__targeting_rules=...)."""
-        if not create or extracted is False or QueueConfig.objects.filter(queue=self, is_active=True).exists():
+        if not create or extracted is False:
+            return
+        if QueueConfig.objects.filter(queue=self, is_active=True).exists():
             return
         services.queue_config_publish(
             queue=self,

@@ -22,7 +22,7 @@ from rest_framework.exceptions import ValidationError
 
 from apps.cases.models import Case, Channel, Location, Priority, Status
 
-DYNAMIC_PARAM = re.compile(r"^field\.(?P<name>[A-Za-z_][A-Za-z0-9_]{0,63})(?:__(?P<op>gt|gte|lt|lte))?$")
+DYNAMIC_PARAM = re.compile(r"^field\.(?P<name>[A-Za-z_][A-Za-z0-9_]{0,63}?)(?:__(?P<op>gt|gte|lt|lte))?$")
 
 
 class JSONObjectField(forms.CharField):
