@@ -1,0 +1,72 @@
+"""Real local targets the health tests start: a threaded HTTP server and a gRPC health server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """/status/<code>, /sleep/<ms>, /json (the server's `json_body`), anything else: 200 "hello ok"."""
+
+    def do_GET(self):
+        parts = self.path.strip("/").split("/")
+        status, body, ctype = 200, b"hello ok", "text/plain"
+        if parts[0] == "status":
+            status = int(parts[1])
+        elif parts[0] == "sleep":
+            time.sleep(int(parts[1]) / 1000)
+        elif parts[0] == "json":
+            body, ctype = json.dumps(self.server.json_body).encode(), "application/json"
+        self.server.hits.append(self.path)
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512
+
+
+@contextlib.contextmanager
+def http_server(json_body=None):
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.json_body, server.hits = json_body or {}, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def grpc_health_server():
+    """Yields (servicer, "127.0.0.1:port"); set statuses with servicer.set(service, status)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield servicer, f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None)
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -1,0 +1,173 @@
+"""Each check type against real local targets: HTTP and gRPC servers, a log file, the database, Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from apps.health.checks import REGISTRY
+from apps.health.checks.base import CheckContext
+from apps.health.models import CheckStatus
+from tests.health.targets import NOT_SERVING, SERVING, grpc_health_server, http_server
+
+
+def run(type_: str, params: dict, *, timeout: float = 2.0, state: dict | None = None, check_id: int = 1,
+        grace: float = 0.0):
+    ctx = CheckContext(check_id=check_id, name="c", params=params, timeout_s=timeout, grace_period_s=grace,
+                       state=state or {}, lease_token="t")
+    return REGISTRY[type_](ctx).run()
+
+
+# HTTP -------------------------------------------------------------------------------------------
+
+def test_http_expected_status_and_body():
+    with http_server() as (server, url):
+        assert run("http", {"url": f"{url}/"}).status == CheckStatus.SUCCESS
+        failed = run("http", {"url": f"{url}/status/503"})
+        assert failed.status == CheckStatus.FAILURE and "503" in failed.message
+        accepted = run("http", {"url": f"{url}/status/503", "expected_status": [503]})
+        assert accepted.status == CheckStatus.SUCCESS
+        assert run("http", {"url": f"{url}/", "body_regex": "hel+o"}).status == CheckStatus.SUCCESS
+        mismatch = run("http", {"url": f"{url}/", "body_regex": "^bye"})
+        assert mismatch.status == CheckStatus.FAILURE and "does not match" in mismatch.message
+        assert server.hits.count("/") == 3
+
+
+def test_http_unreachable_raises_so_the_runner_records_an_error():
+    with http_server() as (_, url):
+        pass  # closed again: nothing listens on that port now
+    import httpx
+
+    with pytest.raises(httpx.ConnectError):
+        run("http", {"url": f"{url}/"})
+
+
+# gRPC -------------------------------------------------------------------------------------------
+
+def test_grpc_health_protocol_serving_and_not_serving():
+    with grpc_health_server() as (servicer, target):
+        servicer.set("", SERVING)
+        servicer.set("casehub.Search", NOT_SERVING)
+        ok = run("grpc", {"target": target})
+        assert ok.status == CheckStatus.SUCCESS and ok.message == "SERVING"
+        down = run("grpc", {"target": target, "service": "casehub.Search"})
+        assert down.status == CheckStatus.FAILURE and down.message == "NOT_SERVING"
+        unknown = run("grpc", {"target": target, "service": "nope"})
+        assert unknown.status == CheckStatus.FAILURE and "NOT_FOUND" in unknown.message
+        servicer.set("casehub.Search", SERVING)
+        assert run("grpc", {"target": target, "service": "casehub.Search"}).status == CheckStatus.SUCCESS
+
+
+def test_grpc_server_gone_is_a_failure():
+    with grpc_health_server() as (_, target):
+        pass
+    gone = run("grpc", {"target": target}, timeout=0.5)
+    assert gone.status == CheckStatus.FAILURE
+    assert "UNAVAILABLE" in gone.message or "DEADLINE_EXCEEDED" in gone.message
+
+
+# TCP --------------------------------------------------------------------------------------------
+
+def test_tcp_connect():
+    with http_server() as (server, _):
+        port = server.server_address[1]
+        assert run("tcp", {"host": "127.0.0.1", "port": port}).status == CheckStatus.SUCCESS
+    closed = run("tcp", {"host": "127.0.0.1", "port": port})
+    assert closed.status == CheckStatus.FAILURE and "cannot connect" in closed.message
+
+
+# Log grep ---------------------------------------------------------------------------------------
+
+def test_log_grep_threshold_window_offset_and_partial_lines(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("INFO start\nERROR one\n")
+    params = {"path": str(log), "pattern": "ERROR", "threshold": 2, "window_s": 1.0, "start": "beginning"}
+    first = run("log_grep", params)
+    assert first.status == CheckStatus.SUCCESS and first.message.startswith("1 match")
+    assert first.state["offset"] == log.stat().st_size
+    with log.open("a") as f:
+        f.write("ERROR two\nERROR three\nERROR four-without-newline")
+    second = run("log_grep", params, state=first.state)
+    # Two new complete lines: 3 matches in the window > threshold 2. The half-written line waits.
+    assert second.status == CheckStatus.FAILURE and second.message.startswith("3 match")
+    with log.open("a") as f:
+        f.write("\n")
+    third = run("log_grep", params, state=second.state)
+    assert third.message.startswith("4 match")
+    time.sleep(1.1)  # the window slides past every match
+    quiet = run("log_grep", params, state=third.state)
+    assert quiet.status == CheckStatus.SUCCESS and quiet.message.startswith("0 match")
+
+
+def test_log_grep_starts_at_the_end_and_follows_rotation(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("ERROR old\n" * 5)
+    params = {"path": str(log), "pattern": "ERROR", "threshold": 0}
+    first = run("log_grep", params)
+    assert first.status == CheckStatus.SUCCESS  # history before the first scan is not counted
+    log.write_text("ERROR new\n")  # truncated and rewritten: a rotation
+    second = run("log_grep", params, state=first.state)
+    assert second.status == CheckStatus.FAILURE and second.message.startswith("1 match")
+
+
+def test_log_grep_missing_file_is_an_error(tmp_path):
+    outcome = run("log_grep", {"path": str(tmp_path / "nope.log"), "pattern": "x"})
+    assert outcome.status == CheckStatus.ERROR
+
+
+# Resource ---------------------------------------------------------------------------------------
+
+JSON_BODY = {"status": "green", "version": "1.4.2",
+             "nodes": [{"name": "a", "up": True}, {"name": "b", "up": True}],
+             "tags": ["eu", "prod"], "queue_depth": 3, "owner": ""}
+
+
+@pytest.mark.parametrize(("assertion", "ok"), [
+    ({"path": "$.status", "operator": "Equals", "value": "green"}, True),
+    ({"path": "$.status", "operator": "Equals", "value": "red"}, False),
+    ({"path": "$.version", "operator": "NotEmpty"}, True),
+    ({"path": "$.owner", "operator": "NotEmpty"}, False),
+    ({"path": "$.missing", "operator": "NotEmpty"}, False),
+    ({"path": "$.version", "operator": "RegexMatch", "value": r"^1\.\d+\.\d+$"}, True),
+    ({"path": "$.status", "operator": "RegexMatch", "value": "^red"}, False),
+    ({"path": "$.tags", "operator": "ListContains", "value": "prod"}, True),
+    ({"path": "$.nodes[*].name", "operator": "ListContains", "value": "c"}, False),
+    ({"path": "$.queue_depth", "operator": "GreaterThan", "value": 2}, True),
+    ({"path": "$.queue_depth", "operator": "LessThan", "value": 3}, False),
+    ({"path": "$.nodes[?(@.up == true)].name", "operator": "ListContains", "value": "b"}, True),
+])
+def test_resource_json_endpoint_operators(assertion, ok):
+    with http_server(json_body=JSON_BODY) as (_, url):
+        outcome = run("resource", {"url": f"{url}/json", "assertions": [assertion]})
+    assert outcome.status == (CheckStatus.SUCCESS if ok else CheckStatus.FAILURE), outcome.message
+
+
+@pytest.mark.django_db
+def test_resource_django_model_query():
+    from tests.factories.health import HealthSpecFactory, check_doc
+
+    HealthSpecFactory(name="alpha", checks=[check_doc("db"), check_doc("cache", "redis")])
+    HealthSpecFactory(name="beta", enabled=False)
+    params = {"model": "health.HealthCheck", "filter": {"spec__enabled": True}, "fields": ["name", "type"],
+              "assertions": [{"path": "$.count", "operator": "Equals", "value": 2},
+                             {"path": "$.items[*].type", "operator": "ListContains", "value": "redis"}]}
+    assert run("resource", params).status == CheckStatus.SUCCESS
+    params["assertions"] = [{"path": "$.count", "operator": "GreaterThan", "value": 5}]
+    failed = run("resource", params)
+    assert failed.status == CheckStatus.FAILURE and "2 is not > 5" in failed.message
+
+
+# Platform ---------------------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_database_check():
+    assert run("database", {}).status == CheckStatus.SUCCESS
+
+
+def test_redis_check_against_the_real_redis_and_a_closed_port():
+    assert run("redis", {}).status == CheckStatus.SUCCESS
+    with http_server() as (server, _):
+        port = server.server_address[1]
+    down = run("redis", {"url": f"redis://127.0.0.1:{port}/0"}, timeout=0.5)
+    assert down.status == CheckStatus.FAILURE and "unreachable" in down.message
