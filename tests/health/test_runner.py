@@ -1,0 +1,266 @@
+"""The runner: concurrency and timeouts, leases, history capped at five, pruning on edit and
+delete, grace periods, and no leaked log streams."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from apps.health import leases
+from apps.health.checks import register
+from apps.health.checks.logs import LogGrepCheck
+from apps.health.models import RESULTS_KEPT, CheckResult, CheckStatus, HealthCheck
+from apps.health.selectors import health_spec_statuses
+from apps.health.services import health_checks_run_due, health_spec_apply, health_spec_delete, health_spec_run
+from apps.health.streams import STREAMS
+from tests.factories.health import HealthSpecFactory, check_doc
+from tests.health.targets import http_server
+
+
+@register
+class LeaseStealingLogGrep(LogGrepCheck):
+    """A streaming log grep during whose run another runner takes the lease over."""
+
+    type_name = "test_lease_stealing_log_grep"
+
+    def run(self):
+        outcome = super().run()
+        leases.client().set(leases.key(self.ctx.check_id), "another-runner", px=60_000)
+        return outcome
+
+
+def http_check(name: str, url: str, **fields) -> dict:
+    return check_doc(name, "http", params={"url": url}, **fields)
+
+
+@pytest.mark.django_db
+def test_history_is_capped_at_five_newest_first():
+    spec = HealthSpecFactory(checks=[check_doc("db"), check_doc("cache", "redis")])
+    for _ in range(RESULTS_KEPT + 3):
+        report = health_spec_run(spec_id=spec.id)
+        assert report.ran == 2
+    for check in spec.checks.all():
+        results = list(check.results.all())
+        assert len(results) == RESULTS_KEPT
+        assert all(r.status == CheckStatus.SUCCESS for r in results)
+        assert results == sorted(results, key=lambda r: (r.created_at, r.id), reverse=True)
+    newest = CheckResult.objects.order_by("-id").values_list("id", flat=True)[:2 * RESULTS_KEPT]
+    assert set(CheckResult.objects.values_list("id", flat=True)) == set(newest)
+
+
+@pytest.mark.django_db
+def test_checks_run_concurrently_and_a_slow_one_times_out_without_holding_the_spec():
+    with http_server() as (_, url):
+        checks = [http_check(f"c{i}", f"{url}/sleep/300", timeout=2) for i in range(8)]
+        checks.append(http_check("hung", f"{url}/sleep/3000", timeout=0.6))
+        spec = HealthSpecFactory(checks=checks)
+        started = time.perf_counter()
+        report = health_spec_run(spec_id=spec.id)
+        wall = time.perf_counter() - started
+    assert report.ran == 9
+    # Sequential would be 8 x 0.3 s + 0.6 s; concurrent is about the slowest timeout.
+    assert wall < 1.5, wall
+    statuses = dict(spec.checks.values_list("name", "last_status"))
+    assert statuses.pop("hung") == CheckStatus.TIMEOUT
+    assert set(statuses.values()) == {CheckStatus.SUCCESS}
+    hung = CheckResult.objects.get(health_check__name="hung")
+    assert hung.duration_ms == 600 and "within 0.6s" in hung.message
+
+
+@pytest.mark.django_db
+def test_a_crashing_check_is_recorded_as_an_error():
+    with http_server() as (_, url):
+        pass
+    spec = HealthSpecFactory(checks=[http_check("down", f"{url}/")])
+    health_spec_run(spec_id=spec.id)
+    result = CheckResult.objects.get()
+    assert result.status == CheckStatus.ERROR and "ConnectError" in result.message
+
+
+@pytest.mark.django_db
+def test_run_due_follows_each_checks_interval():
+    HealthSpecFactory(checks=[check_doc("fast", interval=5, timeout=1), check_doc("slow", interval=60)])
+    now = timezone.now()
+    assert health_checks_run_due(now=now).ran == 2
+    assert health_checks_run_due(now=now + timedelta(seconds=1)).ran == 0
+    assert health_checks_run_due(now=now + timedelta(seconds=6)).ran == 1
+    assert health_checks_run_due(now=now + timedelta(seconds=61)).ran == 2
+    assert CheckResult.objects.filter(health_check__name="fast").count() == 3
+
+
+@pytest.mark.django_db
+def test_disabled_specs_do_not_run():
+    HealthSpecFactory(checks=[check_doc("db")], enabled=False)
+    assert health_checks_run_due().ran == 0
+
+
+@pytest.mark.django_db
+def test_removing_a_check_deletes_it_with_its_results_and_redefining_one_starts_it_over():
+    doc = [check_doc("db"), check_doc("cache", "redis"), check_doc("gone", "redis")]
+    spec = HealthSpecFactory(name="edit", checks=doc)
+    health_spec_run(spec_id=spec.id)
+    assert CheckResult.objects.count() == 3
+    ids = dict(spec.checks.values_list("name", "id"))
+
+    _, action = health_spec_apply(name="edit", document={"checks": [
+        check_doc("db", interval=45),  # only the cadence changed: history kept
+        check_doc("cache", "redis", params={"url": "redis://127.0.0.1:1/0"}),  # redefined: starts over
+    ]})
+    assert action == "updated"
+    assert not HealthCheck.objects.filter(id=ids["gone"]).exists()
+    assert not CheckResult.objects.filter(health_check_id=ids["gone"]).exists()
+    assert CheckResult.objects.filter(health_check_id=ids["db"]).count() == 1
+    assert HealthCheck.objects.get(id=ids["db"]).interval_s == 45
+    cache = HealthCheck.objects.get(id=ids["cache"])  # same row, fresh history
+    assert cache.last_status == "" and not cache.results.exists()
+
+
+@pytest.mark.django_db
+def test_deleting_a_spec_deletes_its_checks_and_results():
+    spec = HealthSpecFactory(checks=[check_doc("db")])
+    other = HealthSpecFactory(checks=[check_doc("db")])
+    health_spec_run(spec_id=spec.id)
+    health_spec_run(spec_id=other.id)
+    health_spec_delete(spec=spec)
+    assert not HealthCheck.objects.filter(spec_id=spec.id).exists()
+    assert CheckResult.objects.count() == 1 and CheckResult.objects.get().health_check.spec_id == other.id
+
+
+@pytest.mark.django_db
+def test_failures_inside_the_grace_period_are_shown_but_leave_the_spec_pending():
+    spec = HealthSpecFactory(name="graceful", checks=[
+        check_doc("port", "tcp", grace_period=60, params={"host": "127.0.0.1", "port": 1})])
+    health_spec_run(spec_id=spec.id)
+    result = CheckResult.objects.get()
+    assert result.status == CheckStatus.FAILURE and result.in_grace
+    assert health_spec_statuses()["graceful"] == "pending"
+    # Once the window has passed, the same failure fails the spec.
+    HealthCheck.objects.update(grace_started_at=timezone.now() - timedelta(seconds=61))
+    health_spec_run(spec_id=spec.id)
+    assert health_spec_statuses()["graceful"] == "failure"
+    assert not CheckResult.objects.order_by("-id").first().in_grace
+
+
+# Leases --------------------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_a_check_leased_by_another_runner_is_skipped():
+    spec = HealthSpecFactory(checks=[check_doc("db"), check_doc("cache", "redis")])
+    db = spec.checks.get(name="db")
+    leases.client().set(leases.key(db.id), "other-runner", px=60_000)
+    report = health_spec_run(spec_id=spec.id)
+    assert (report.ran, report.leased_elsewhere) == (1, 1)
+    assert not db.results.exists()
+    # The lease is released after a run, so the next run can take it.
+    assert leases.client().get(leases.key(spec.checks.get(name="cache").id)) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runners_at_once_run_each_check_exactly_once():
+    with http_server() as (server, url):
+        spec = HealthSpecFactory(checks=[http_check(f"c{i}", f"{url}/sleep/400") for i in range(6)])
+        reports, barrier = [], threading.Barrier(2)
+
+        def runner():
+            barrier.wait()
+            try:
+                reports.append(health_spec_run(spec_id=spec.id))
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=runner) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        hits = len(server.hits)
+    assert sum(r.ran for r in reports) == 6
+    assert sum(r.leased_elsewhere for r in reports) == 6
+    assert hits == 6  # the HTTP target itself saw each check once
+    assert sorted(HealthCheck.objects.values_list("results__health_check_id", flat=True)) == sorted(
+        spec.checks.values_list("id", flat=True))
+
+
+# Streams -------------------------------------------------------------------------------------
+
+def stream_check(name: str, path, type_: str = "log_grep") -> dict:
+    return check_doc(name, type_, params={"path": str(path), "pattern": "ERROR", "stream": True,
+                                          "start": "beginning"})
+
+
+@pytest.mark.django_db
+def test_a_stream_stays_open_between_runs_and_is_closed_when_its_check_is_removed(
+        tmp_path, django_capture_on_commit_callbacks):
+    log = tmp_path / "app.log"
+    log.write_text("ERROR a\n")
+    spec = HealthSpecFactory(name="logs", checks=[stream_check("errors", log), check_doc("db")])
+    check = spec.checks.get(name="errors")
+    health_spec_run(spec_id=spec.id)
+    handle = STREAMS._streams[check.id].handle
+    with log.open("a") as f:
+        f.write("ERROR b\nINFO c\n")
+    health_spec_run(spec_id=spec.id)
+    assert STREAMS._streams[check.id].handle is handle  # the same open file
+    check.refresh_from_db()
+    assert check.state["offset"] == log.stat().st_size and check.last_status == CheckStatus.FAILURE
+    assert check.results.first().message.startswith("2 match")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        health_spec_apply(name="logs", document={"checks": [check_doc("db")]})
+    assert check.id not in STREAMS and handle.closed
+
+
+@pytest.mark.django_db
+def test_a_stream_is_closed_when_its_spec_is_deleted(tmp_path, django_capture_on_commit_callbacks):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    spec = HealthSpecFactory(checks=[stream_check("errors", log)])
+    health_spec_run(spec_id=spec.id)
+    assert len(STREAMS) == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        health_spec_delete(spec=spec)
+    assert len(STREAMS) == 0
+
+
+@pytest.mark.django_db
+def test_streams_of_checks_deleted_by_another_process_are_swept(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    spec = HealthSpecFactory(checks=[stream_check("errors", log)])
+    health_spec_run(spec_id=spec.id)
+    handle = next(iter(STREAMS._streams.values())).handle
+    HealthCheck.objects.all().delete()  # as another process would, without this process's registry
+    health_checks_run_due()
+    assert len(STREAMS) == 0 and handle.closed
+
+
+@pytest.mark.django_db
+def test_a_stream_is_closed_when_another_runner_holds_the_lease(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    spec = HealthSpecFactory(checks=[stream_check("errors", log)])
+    check = spec.checks.get()
+    health_spec_run(spec_id=spec.id)
+    assert check.id in STREAMS
+    leases.client().set(leases.key(check.id), "other-runner", px=60_000)
+    report = health_spec_run(spec_id=spec.id)
+    assert report.leased_elsewhere == 1 and check.id not in STREAMS
+
+
+@pytest.mark.django_db
+def test_losing_the_lease_mid_run_discards_the_result_and_closes_the_stream(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("ERROR a\n")
+    spec = HealthSpecFactory(checks=[stream_check("errors", log, "test_lease_stealing_log_grep"),
+                                     check_doc("db")])
+    report = health_spec_run(spec_id=spec.id)
+    assert (report.ran, report.discarded) == (1, 1)
+    stolen = spec.checks.get(name="errors")
+    assert not stolen.results.exists() and stolen.state == {} and stolen.id not in STREAMS
+    # The other runner's lease is left alone.
+    assert leases.client().get(leases.key(stolen.id)) == b"another-runner"
