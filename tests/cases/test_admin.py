@@ -1,0 +1,181 @@
+"""Case admin: changelist (pinned query count, dynamic-field filter, search), bulk actions with an
+intermediate page, dynamic form fields from the queue schema, timeline inline, queue config editing."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from apps.cases import services
+from apps.cases.models import Case, CaseEvent, QueueConfig, Status
+from tests.factories.accounts import AgentFactory, UserFactory
+from tests.factories.cases import REFUND_SCHEMA, QueueFactory, make_case
+
+pytestmark = pytest.mark.django_db
+CHANGELIST = "/admin/cases/case/"
+
+
+@pytest.fixture
+def refunds():
+    return QueueFactory(slug="refunds", config__fields_schema=REFUND_SCHEMA)
+
+
+@pytest.fixture
+def ops(client):
+    user = UserFactory(username="ops-admin", roles=["ops"])
+    client.force_login(user)
+    return client
+
+
+def seed(queue, n, agent=None, **fields):
+    return [make_case(queue=queue, fields={"order_id": f"O-{i:04d}", **fields}, subject=f"case {i}")
+            for i in range(n)]
+
+
+def test_changelist_query_count_is_constant(ops, refunds, django_assert_num_queries):
+    agent = AgentFactory()
+    cases = seed(refunds, 5, reason="late")
+    services.case_assign(case=cases[0], agent=agent)
+    # user, permissions (user + groups), filters (queues, agents, active schemas), COUNT, page;
+    # the session lives in the cache.
+    with django_assert_num_queries(8):
+        response = ops.get(CHANGELIST)
+    assert response.status_code == 200
+    assert response.content.decode().count('class="action-select"') == 5
+    for case in seed(refunds, 45, reason="damaged"):
+        services.case_assign(case=case, agent=agent)
+    with django_assert_num_queries(8):
+        response = ops.get(CHANGELIST)
+    assert response.content.decode().count('class="action-select"') == 50
+
+
+def test_dynamic_field_filter_uses_containment(ops, refunds):
+    seed(refunds, 3, reason="late")
+    seed(refunds, 2, reason="damaged")
+    with CaptureQueriesContext(connection) as queries:
+        response = ops.get(CHANGELIST, {"df": 'reason:"late"'})
+    assert response.content.decode().count('class="action-select"') == 3
+    assert any('"fields" @>' in q["sql"] for q in queries.captured_queries)
+    page = ops.get(CHANGELIST).content.decode()
+    assert "reason = damaged" in page  # the sidebar offers the schema's enum values
+    assert ops.get(CHANGELIST, {"df": "order_id:O-0001"}).content.decode().count('class="action-select"') == 2
+
+
+def test_search_by_uuid_and_refs(ops, refunds):
+    case = make_case(queue=refunds, fields={"order_id": "A-1"}, merchant_ref="m-1005", subject="Broken jar")
+    make_case(queue=refunds, fields={"order_id": "A-2"}, subject="Other")
+    for term in (str(case.pk), "m-1005", "broken"):
+        page = ops.get(CHANGELIST, {"q": term}).content.decode()
+        assert page.count('class="action-select"') == 1 and "Broken jar" in page
+
+
+def test_bulk_assign_has_an_intermediate_page(ops, refunds):
+    cases = seed(refunds, 3)
+    agent = AgentFactory(display_name="Agent Zed")
+    data = {"action": "assign_to_agent", "_selected_action": [str(c.pk) for c in cases[:2]], "index": 0}
+    page = ops.post(CHANGELIST, data)
+    assert page.status_code == 200 and b'name="apply"' in page.content and b"Agent Zed" in page.content
+    assert not Case.objects.filter(assigned_agent=agent).exists()
+    done = ops.post(CHANGELIST, {**data, "apply": "Apply", "agent": agent.pk}, follow=True)
+    assert b"2 case(s) done" in done.content
+    assert set(Case.objects.filter(assigned_agent=agent)) == set(cases[:2])
+    assert CaseEvent.objects.filter(kind="assigned").count() == 2
+
+
+def test_bulk_status_change_reports_illegal_transitions(ops, refunds):
+    cases = seed(refunds, 2)
+    services.case_transition(case=cases[1], to_status=Status.CLOSED)
+    data = {"action": "change_status", "_selected_action": [str(c.pk) for c in cases], "index": 0,
+            "apply": "Apply", "status": "resolved", "note": "bulk"}
+    response = ops.post(CHANGELIST, data, follow=True)
+    assert b"1 case(s) done" in response.content and b"cannot move from" in response.content
+    assert Case.objects.get(pk=cases[0].pk).status == Status.RESOLVED
+    assert Case.objects.get(pk=cases[1].pk).status == Status.CLOSED
+
+
+def test_bulk_transfer_to_queue_and_legacy_round_trip(ops, refunds):
+    general = QueueFactory(slug="general")
+    [case] = seed(refunds, 1)
+    base = {"_selected_action": [str(case.pk)], "index": 0, "apply": "Apply"}
+    ops.post(CHANGELIST, {**base, "action": "transfer_to_queue", "queue": general.pk, "reason": "x"})
+    case.refresh_from_db()
+    assert case.queue == general
+    ops.post(CHANGELIST, {**base, "action": "transfer_to_legacy", "legacy_ref": "CRM-9"})
+    case.refresh_from_db()
+    assert case.location == "legacy"
+    ops.post(CHANGELIST, {"_selected_action": [str(case.pk)], "index": 0, "action": "transfer_back_from_legacy"})
+    case.refresh_from_db()
+    assert case.location == "casehub"
+    assert list(CaseEvent.objects.filter(case=case).values_list("kind", flat=True).order_by("id")) == [
+        "created", "transferred", "legacy_transfer", "legacy_transfer"]
+
+
+def test_change_form_renders_schema_fields_and_validates(ops):
+    open_schema = {k: v for k, v in REFUND_SCHEMA.items() if k != "additionalProperties"}
+    queue = QueueFactory(slug="refunds-open", config__fields_schema=open_schema)
+    case = make_case(queue=queue, fields={"order_id": "A-100", "reason": "late", "legacy_note": "kept"})
+    url = f"{CHANGELIST}{case.pk}/change/"
+    page = ops.get(url).content.decode()
+    assert 'name="df_order_id"' in page and 'value="A-100"' in page
+    assert '<select name="df_reason"' in page and '<option value="damaged">' in page
+    assert 'name="df_items_missing"' in page and 'type="number"' in page
+    assert '<select name="df_vip"' in page and 'type="date"' in page
+    assert 'name="transition_to"' in page and "timeline" in page.lower()
+
+    base = {"subject": "s", "priority": 2, "channel": "web", "merchant_ref": "", "customer_ref": "",
+            "delivery_ref": "", "df_order_id": "A-100", "df_reason": "late", "df_vip": "unknown",
+            "transition_to": "", "transition_note": "",
+            "events-TOTAL_FORMS": 1, "events-INITIAL_FORMS": 1, "events-MIN_NUM_FORMS": 0,
+            "events-MAX_NUM_FORMS": 0}
+    bad = ops.post(url, {**base, "df_order_id": "A", "df_order_total": "-3"})
+    assert bad.status_code == 200
+    errors = bad.context["adminform"].form.errors
+    assert "df_order_id" in errors and "df_order_total" in errors
+    good = ops.post(url, {**base, "df_reason": "damaged", "df_order_total": "12.5", "df_vip": "true",
+                          "transition_to": "in_progress", "transition_note": "checking"})
+    assert good.status_code == 302, good.context and good.context["adminform"].form.errors
+    case.refresh_from_db()
+    assert case.fields == {"order_id": "A-100", "reason": "damaged", "order_total": 12.5, "vip": True,
+                           "legacy_note": "kept"}
+    assert case.subject == "s" and case.status == Status.IN_PROGRESS
+    changed = [e.data["field"] for e in CaseEvent.objects.filter(case=case, kind="field_changed")]
+    assert changed == ["subject", "fields.order_total", "fields.reason", "fields.vip"]
+    assert CaseEvent.objects.filter(case=case, kind="note", data__body="checking").exists()
+
+
+def test_add_case_picks_queue_then_uses_its_schema(ops, refunds):
+    picker = ops.get(f"{CHANGELIST}add/").content.decode()
+    assert f"?queue={refunds.pk}" in picker
+    url = f"{CHANGELIST}add/?queue={refunds.pk}"
+    assert b'name="df_order_id"' in ops.get(url).content
+    data = {"queue": refunds.pk, "subject": "new one", "priority": 3, "channel": "email",
+            "merchant_ref": "m-1001", "customer_ref": "", "delivery_ref": "", "df_order_id": "Z-1",
+            "events-TOTAL_FORMS": 0, "events-INITIAL_FORMS": 0, "events-MIN_NUM_FORMS": 0,
+            "events-MAX_NUM_FORMS": 0}
+    response = ops.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    case = Case.objects.get(subject="new one")
+    assert case.fields == {"order_id": "Z-1"} and case.priority == 3
+    assert CaseEvent.objects.get(case=case).kind == "created"
+    assert ops.post(url, {**data, "df_order_id": ""}).status_code == 200  # required by the schema
+
+
+def test_queue_config_editor_publishes_a_validated_version(client, refunds):
+    editor = UserFactory(username="editor-1", roles=["queue-config-editor"])
+    client.force_login(editor)
+    add = f"/admin/cases/queueconfig/add/?queue={refunds.pk}"
+    page = client.get(add)
+    assert page.status_code == 200 and b"order_total" in page.content  # prefilled from the active one
+    data = {"queue": refunds.pk, "initial_status": "new", "sla": "{}", "routing": '{"skills": ["refunds"]}',
+            "targeting": "{}", "fields_schema": '{"type": "object", "properties": {"x": {"type": "bogus"}}}',
+            "transitions": '{"new": ["vanished"]}'}
+    bad = client.post(add, data)
+    assert bad.status_code == 200
+    errors = bad.context["adminform"].form.errors
+    assert "fields_schema" in errors and "transitions" in errors
+    good = client.post(add, {**data, "fields_schema": '{"type": "object"}',
+                             "transitions": '{"new": ["resolved"], "resolved": []}'})
+    assert good.status_code == 302
+    active = QueueConfig.objects.get(queue=refunds, is_active=True)
+    assert active.version == 2 and active.routing == {"skills": ["refunds"]} and active.created_by == editor
+    assert QueueConfig.objects.filter(queue=refunds).count() == 2
+    assert client.get("/admin/cases/queue/").status_code == 200
