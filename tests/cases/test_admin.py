@@ -102,7 +102,8 @@ def test_bulk_transfer_to_queue_and_legacy_round_trip(ops, refunds):
     ops.post(CHANGELIST, {**base, "action": "transfer_to_legacy", "legacy_ref": "CRM-9"})
     case.refresh_from_db()
     assert case.location == "legacy"
-    ops.post(CHANGELIST, {"_selected_action": [str(case.pk)], "index": 0, "action": "transfer_back_from_legacy"})
+    ops.post(CHANGELIST, {"_selected_action": [str(case.pk)], "index": 0,
+                          "action": "transfer_back_from_legacy"})
     case.refresh_from_db()
     assert case.location == "casehub"
     assert list(CaseEvent.objects.filter(case=case).values_list("kind", flat=True).order_by("id")) == [
