@@ -9,11 +9,11 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from apps.core.errors import ApplicationError
 from apps.health import services, tasks
-from apps.health.models import FAILING_STATUSES, CheckResult, HealthCheck, HealthSpec
+from apps.health.models import FAILING_STATUSES, CheckResult, HealthSpec
 from apps.health.selectors import health_dashboard
 
 DASHBOARD_REFRESH_S = 5
@@ -45,32 +45,18 @@ class HealthSpecForm(forms.ModelForm):
         return cleaned
 
 
-class HealthCheckInline(admin.TabularInline):
-    model = HealthCheck
-    extra = 0
-    can_delete = False
-    show_change_link = False
-    fields = ["name", "type", "interval_s", "timeout_s", "grace_period_s", "last_status", "last_duration_ms",
-              "last_run_at", "next_run_at"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False  # checks come from the document only
-
-
 @admin.register(HealthSpec)
 class HealthSpecAdmin(admin.ModelAdmin):
     form = HealthSpecForm
     list_display = ["name", "status_badge", "check_count", "enabled", "managed_by", "updated_at"]
     list_filter = ["enabled"]
     search_fields = ["name"]
-    inlines = [HealthCheckInline]
     actions = ["run_now", "enable", "disable"]
     change_list_template = "admin/health/healthspec/change_list.html"
 
     def get_readonly_fields(self, request, obj=None):
         # The name is the spec's identity (files and the gate refer to it): fixed once created.
-        return ["name", "managed_by"] if obj else ["managed_by"]
+        return ["name", "managed_by", "checks_overview"] if obj else ["managed_by"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
@@ -93,9 +79,17 @@ class HealthSpecAdmin(admin.ModelAdmin):
                                              enabled=form.cleaned_data.get("enabled", True))
         obj.pk, obj.document = spec.pk, spec.document
 
-    def save_related(self, request, form, formsets, change):
-        # The inline is read-only: checks are derived from the document by the service.
-        form.save_m2m()
+    @admin.display(description="checks")
+    def checks_overview(self, obj) -> str:
+        # Checks are derived from the document by the service, so they are shown, never edited here.
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{:g}s / {:g}s</td><td>{}</td><td>{}</td></tr>",
+            ((c.name, c.type, c.interval_s, c.timeout_s, c.last_status or "pending",
+              c.last_run_at.strftime("%H:%M:%S") if c.last_run_at else "never")
+             for c in obj.checks.order_by("name")),
+        )
+        return format_html("<table><tr><th>name</th><th>type</th><th>interval / timeout</th><th>status</th>"
+                           "<th>last run</th></tr>{}</table>", rows)
 
     def delete_model(self, request, obj):
         services.health_spec_delete(spec=obj)
