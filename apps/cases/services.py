@@ -642,3 +642,21 @@ def case_metrics_rollup(*, batch_size: int = 2000) -> int:
     return feed_consume(CASE_METRICS_CONSUMER, _case_stats_handle, model=CaseEvent,
                         queryset=CaseEvent.objects.only("id", "case_id", "kind", "data", "created_at"),
                         batch_size=batch_size)
+
+
+@transaction.atomic
+def cases_bulk_create(*, cases: list[Case], actor=None) -> list[Case]:
+    """Insert many new cases (each validated against its queue's schema) and their `created` events,
+    in two statements."""
+    configs = {c.queue_id: c for c in QueueConfig.objects.filter(
+        queue_id__in={case.queue_id for case in cases}, is_active=True).select_related("queue")}
+    for case in cases:
+        config = configs.get(case.queue_id)
+        if config is None:
+            raise ApplicationError("The queue has no active configuration.",
+                                   errors={"queue": [str(case.queue_id)]})
+        case_fields_validate(config=config, fields=case.fields)
+    created = Case.objects.bulk_create(cases)
+    _events_write([_event(c, EventKind.CREATED, actor, source=c.source, queue=configs[c.queue_id].queue.slug,
+                          status=c.status, fields=c.fields) for c in created])
+    return created
