@@ -1,0 +1,257 @@
+"""The per-item pipeline of an ingestion run, as pure functions (no ORM, no I/O).
+
+For each item of a batch: validate, hydrate from the catalog, compute the price (weighted
+items from unit price x average weight, then the store markup), apply the price guardrails,
+and predict availability (vectorised over the batch). The output is the rows to write (only
+those whose fingerprint changed) plus per-batch counts. The hot loop avoids per-item copies,
+Decimal, datetime parsing and schema validation: it runs ~100k items/s on one core.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from hashlib import blake2b
+
+import numpy as np
+
+HEURISTIC = "heuristic-v1"
+OOS_THRESHOLD = 0.5
+MAX_HOURS = 720.0  # "time since last seen in stock" is capped at 30 days
+FEATURES = ("merchant_available", "hours_since_in_stock", "signals_found", "signals_not_found")
+SKU_MAX = 64
+PRICE_MAX_CENTS = 10_000_000
+
+SHOWN, HELD, UNAVAILABLE, PREDICTED_OOS = "shown", "held", "unavailable", "predicted_oos"
+_TRUE = frozenset({"true", "1", "yes", "y", "t"})
+_FALSE = frozenset({"false", "0", "no", "n", "f"})
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def heuristic_scores(features: np.ndarray) -> np.ndarray:
+    """Out-of-stock probability used while no model is trained (recorded as "heuristic-v1").
+
+    Available items score the Laplace-smoothed share of "not found" shopper signals
+    (nf / (found + nf + 2)): three unanswered "not found" reports make it 0.6. Items the
+    merchant reports unavailable score at least 0.9.
+    """
+    available, _hours, found, not_found = features.T
+    share = not_found / (found + not_found + 2.0)
+    return np.where(available > 0, share, np.maximum(0.9, share))
+
+
+@dataclass(slots=True)
+class CatalogEntry:
+    """Catalog hydration plus the item's prior state and recent signals, fetched once per run."""
+
+    category: str
+    average_weight: float | None  # None: sold by the piece
+    published_cents: int | None = None
+    fingerprint: int | None = None
+    last_in_stock_epoch: float | None = None
+    signals_found: int = 0
+    signals_not_found: int = 0
+
+
+@dataclass(slots=True)
+class StoreContext:
+    store_id: int
+    run_id: int
+    markup_bps: int
+    default_ratio: float
+    guardrails: dict[str, tuple[float | None, int | None]]  # category -> (max ratio, ceiling cents)
+    catalog: dict[str, CatalogEntry]
+    now_epoch: float
+    predictor: Predictor = heuristic_scores
+    seen: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    # (sku, price_cents, is_available, display_status, status_reason, held_price_cents, oos_score,
+    #  attributes_json, fingerprint, reject_reason): the COPY rows of the staging table.
+    rows: list[tuple] = field(default_factory=list)
+    received: int = 0
+    valid_written: int = 0  # valid rows in `rows` (the rest of `rows` are rejections)
+    unchanged: int = 0  # valid items whose fingerprint did not change: not written at all
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    held: int = 0
+    predicted_oos: int = 0
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+
+def fingerprint(values: tuple) -> int:
+    """A stable 64-bit digest (Python's hash() is salted per process, so it cannot be stored)."""
+    return int.from_bytes(blake2b(repr(values).encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _number(raw) -> float | None:
+    kind = type(raw)
+    if kind is float or kind is int:
+        value = float(raw)
+    elif kind is str:
+        try:
+            value = float(raw)
+        except ValueError:
+            return None
+    else:  # bool, list, dict, None...
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _flag(raw) -> bool | None:
+    if raw is True or raw is False:
+        return raw
+    if type(raw) is str:
+        low = raw.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+    return None
+
+
+def note_seen(items: Iterable, ctx: StoreContext) -> None:
+    """Mark SKUs of already committed batches as seen, so a resumed run rejects the same duplicates."""
+    for item in items:
+        if type(item) is dict:
+            sku = item.get("sku")
+            if type(sku) is str and sku:
+                ctx.seen.add(sku)
+
+
+def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
+    out = BatchResult()
+    rows = out.rows
+    rejected = out.rejected_by_reason
+    catalog, guardrails, seen = ctx.catalog, ctx.guardrails, ctx.seen
+    markup = (10_000 + ctx.markup_bps) / 10_000
+    default_ratio, now_epoch = ctx.default_ratio, ctx.now_epoch
+    pending = []
+    features = []
+
+    def reject(sku: str, reason: str) -> None:
+        rejected[reason] = rejected.get(reason, 0) + 1
+        rows.append((sku, None, None, None, None, None, None, None, None, reason))
+
+    received = 0
+    for item in items:
+        received += 1
+        # --- validate
+        if type(item) is not dict:
+            reject("", "malformed item (not an object)")
+            continue
+        sku = item.get("sku")
+        if type(sku) is not str or not sku:
+            reject(str(sku)[:SKU_MAX] if sku else "", "missing sku" if not sku else "invalid sku")
+            continue
+        if len(sku) > SKU_MAX:
+            reject(sku[:SKU_MAX], "invalid sku (longer than 64 characters)")
+            continue
+        if sku in seen:
+            reject(sku, "duplicate sku in feed")
+            continue
+        seen.add(sku)
+        # --- hydrate
+        entry = catalog.get(sku)
+        if entry is None:
+            reject(sku, "unknown sku (not in catalog)")
+            continue
+        weight = entry.average_weight
+        # --- price
+        raw = item.get("price") if weight is None else item.get("unit_price")
+        if raw is None or raw == "":
+            reject(sku, "missing price" if weight is None else "missing unit price (weighted item)")
+            continue
+        price = _number(raw)
+        if price is None or price < 0:
+            reject(sku, "invalid price")
+            continue
+        if weight is None:
+            cents = int(price * 100 * markup + 0.5)
+            attrs = {}
+        else:
+            cents = int(price * 100 * weight * markup + 0.5)
+            attrs = {"unit_price_cents": int(price * 100 + 0.5), "average_weight": weight}
+        if cents > PRICE_MAX_CENTS:
+            reject(sku, "invalid price (too high)")
+            continue
+        available = item.get("available", True)
+        if available is not True and available is not False:
+            available = _flag(available)
+            if available is None:
+                reject(sku, "invalid availability")
+                continue
+        quantity = item.get("quantity")
+        if quantity is not None and quantity != "":
+            try:
+                quantity = int(quantity)
+            except (TypeError, ValueError):
+                quantity = -1
+            if quantity < 0:
+                reject(sku, "invalid quantity")
+                continue
+            attrs["quantity"] = quantity
+        aisle = item.get("aisle")
+        if aisle:
+            attrs["aisle"] = str(aisle)[:32]
+        # --- guardrails
+        held = None
+        bounds = guardrails.get(entry.category)
+        ratio, ceiling = bounds if bounds is not None else (None, None)
+        ratio = ratio or default_ratio
+        prior = entry.published_cents
+        if ceiling is not None and cents > ceiling:
+            held = f"price {cents / 100:.2f} above the {entry.category} ceiling {ceiling / 100:.2f}"
+        elif prior and (cents > prior * ratio or cents * ratio < prior):
+            held = f"price change {prior / 100:.2f} -> {cents / 100:.2f} beyond {ratio:g}x"
+        # --- prediction features
+        if available:
+            hours = 0.0
+        elif entry.last_in_stock_epoch is None:
+            hours = MAX_HOURS
+        else:
+            hours = min(MAX_HOURS, max(0.0, (now_epoch - entry.last_in_stock_epoch) / 3600))
+        features.append((1.0 if available else 0.0, hours, entry.signals_found, entry.signals_not_found))
+        pending.append((sku, cents, available, held, json.dumps(attrs, separators=(",", ":")) if attrs else "{}",
+                        prior, entry.fingerprint))
+    out.received = received
+
+    if pending:
+        scores = np.round(ctx.predictor(np.asarray(features, dtype=np.float64)), 2).tolist()
+    else:
+        scores = []
+    run_id = ctx.run_id
+    for (sku, cents, available, held, attrs, prior, prior_fp), score in zip(pending, scores, strict=True):
+        if score >= OOS_THRESHOLD:
+            out.predicted_oos += 1
+        if held is not None:
+            out.held += 1
+            status, detail, published, held_cents = HELD, held, prior, cents
+        elif not available:
+            status, detail, published, held_cents = UNAVAILABLE, "merchant reports unavailable", cents, None
+        elif score >= OOS_THRESHOLD:
+            status, detail, published, held_cents = PREDICTED_OOS, f"predicted out of stock (score {score:.2f})", \
+                cents, None
+        else:
+            status, detail, published, held_cents = SHOWN, "", cents, None
+        # The digest leaves out the run number, so re-feeding a held item does not rewrite it.
+        fp = fingerprint((published, available, status, detail, held_cents, score, attrs))
+        if fp == prior_fp:
+            out.unchanged += 1
+            continue
+        if status == SHOWN:
+            reason = ""
+        elif status == HELD:
+            reason = f"not shown: held by price guardrail at run {run_id}: {detail}"
+        else:
+            reason = f"not shown: {detail}"
+        rows.append((sku, published, available, status, reason, held_cents, score, attrs, fp, None))
+        out.valid_written += 1
+    return out

@@ -1,0 +1,36 @@
+"""Celery tasks of the inventory app (queue `ingestion`): thin wrappers that call one service."""
+
+from celery import shared_task
+
+from apps.core.errors import ApplicationError
+from apps.inventory import services
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None, soft_time_limit=3600, time_limit=3660)
+def ingestion_run_process(self, run_id: int) -> str:
+    """Process (or resume) one run; on failure with attempts left, retry with backoff."""
+    outcome = services.ingestion_run_process(run_id=run_id)
+    if outcome == "retry":
+        raise self.retry(countdown=min(300, 5 * 2 ** min(self.request.retries, 6)))
+    return outcome
+
+
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+def ingestion_runs_requeue_stale() -> int:
+    """Beat (every minute): re-queue runs whose worker stopped heartbeating."""
+    return len(services.ingestion_runs_requeue_stale())
+
+
+@shared_task(acks_late=True, soft_time_limit=600, time_limit=660)
+def inventory_purge_expired() -> dict:
+    """Beat (hourly): delete raw payloads and history rows past their TTL, in batches."""
+    return services.inventory_purge_expired()
+
+
+@shared_task(acks_late=True, soft_time_limit=600, time_limit=660)
+def oos_model_train() -> int | None:
+    """Beat (daily) or ops from admin: train a new out-of-stock model version."""
+    try:
+        return services.oos_model_train().version
+    except ApplicationError:
+        return None  # not enough history yet; the heuristic stays in use

@@ -1,0 +1,282 @@
+"""Ingestion services against real PostgreSQL: idempotency, rejections, guardrails, pricing, purge."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.files.storage import default_storage
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from apps.core.errors import ApplicationError
+from apps.inventory import selectors, services
+from apps.inventory.models import (
+    CatalogItem,
+    IngestionRun,
+    InventoryItem,
+    ItemRejection,
+    PriceGuardrail,
+    RunStatus,
+    ShopperSignal,
+    Unit,
+)
+from tests.factories.inventory import StoreFactory, catalog_create, feed_body, feed_items
+
+pytestmark = pytest.mark.django_db
+
+
+def ingest(store, items, **kwargs) -> IngestionRun:
+    run = services.feed_submit_json(store=store, body=feed_body(items), enqueue=False, **kwargs)
+    assert services.ingestion_run_process(run_id=run.pk) == "succeeded"
+    run.refresh_from_db()
+    return run
+
+
+def snapshot(store) -> list[tuple]:
+    return list(InventoryItem.objects.filter(store=store).order_by("sku").values_list(
+        "sku", "price_cents", "is_available", "display_status", "status_reason", "held_price_cents", "oos_score",
+        "attributes", "updated_at"))
+
+
+def test_same_feed_twice_changes_nothing_the_second_time():
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 250)
+    items = feed_items(skus)
+    first = ingest(store, items, batch_size=100)
+    assert (first.received, first.created, first.updated, first.unchanged, first.rejected) == (250, 250, 0, 0, 0)
+    assert first.batches_done == 3 and first.items_done == first.items_total == 250
+    assert first.status == RunStatus.SUCCEEDED and first.sla_met is True and first.duration_s >= 0
+    before = snapshot(store)
+
+    second = ingest(store, items, batch_size=100)
+    assert (second.received, second.created, second.updated, second.unchanged) == (250, 0, 0, 250)
+    assert snapshot(store) == before  # not even updated_at moved
+
+    items[3]["price"] = 2.55
+    third = ingest(store, items, batch_size=100)
+    assert (third.created, third.updated, third.unchanged) == (0, 1, 249)
+    assert InventoryItem.objects.get(store=store, sku=skus[3]).price_cents == 255
+
+
+def test_malformed_items_are_rejected_one_by_one_while_the_rest_apply():
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 6)
+    items = feed_items(skus)
+    del items[0]["price"]
+    items[1]["price"] = "abc"
+    items[2]["available"] = "maybe"
+    items.append({"sku": "NOT-IN-CATALOG", "price": 1})
+    items.append("not an object")
+    items.append(dict(items[5]))  # duplicate of the last good one
+    run = ingest(store, items)
+    assert run.received == 9 and run.rejected == 6 and run.created == 3
+    assert run.rejected_by_reason == {
+        "missing price": 1, "invalid price": 1, "invalid availability": 1, "unknown sku (not in catalog)": 1,
+        "malformed item (not an object)": 1, "duplicate sku in feed": 1,
+    }
+    assert set(InventoryItem.objects.filter(store=store).values_list("sku", flat=True)) == set(skus[3:])
+    answer = selectors.item_status(store=store, sku=skus[0])
+    assert answer["shown"] is False
+    assert answer["reason"] == f"rejected: missing price (run {run.pk})"
+    assert selectors.item_status(store=store, sku=skus[4])["reason"] == "shown"
+
+
+def test_weighted_items_are_priced_from_unit_price_and_average_weight_with_store_markup():
+    store = StoreFactory(price_markup_bps=500)  # +5 %
+    CatalogItem.objects.create(merchant=store.merchant, sku="BANANA", name="Bananas", category="produce",
+                               unit=Unit.KG, average_weight=0.75)
+    CatalogItem.objects.create(merchant=store.merchant, sku="MILK", name="Milk", category="dairy")
+    run = ingest(store, [{"sku": "BANANA", "unit_price": 2.40, "available": True},
+                         {"sku": "MILK", "price": 1.00, "available": True},
+                         {"sku": "BANANA2", "price": 1}])
+    banana = InventoryItem.objects.get(store=store, sku="BANANA")
+    assert banana.price_cents == 189  # 2.40/kg x 0.75 kg = 1.80, +5 % = 1.89
+    assert banana.attributes["unit_price_cents"] == 240 and banana.attributes["average_weight"] == 0.75
+    assert InventoryItem.objects.get(store=store, sku="MILK").price_cents == 105
+    assert run.rejected == 1
+
+    # A weighted item fed with a piece price (no unit price) is rejected with its reason.
+    run = ingest(store, [{"sku": "BANANA", "price": 2.0, "available": True}])
+    assert run.rejected_by_reason == {"missing unit price (weighted item)": 1}
+
+
+def test_guardrail_holds_big_price_changes_and_approval_publishes():
+    store = StoreFactory(max_price_ratio=10)
+    skus = catalog_create(store.merchant, 3)
+    PriceGuardrail.objects.create(category="grocery", ceiling_cents=50_000)  # all stores
+    ingest(store, [{"sku": skus[0], "price": 1.00}, {"sku": skus[1], "price": 2.00}, {"sku": skus[2], "price": 3}])
+
+    run = ingest(store, [{"sku": skus[0], "price": 12.00}, {"sku": skus[1], "price": 0.10},
+                         {"sku": skus[2], "price": 600}])
+    assert run.held == 3 and run.updated == 3
+    held = {item.sku: item for item in InventoryItem.objects.filter(store=store)}
+    assert held[skus[0]].display_status == "held" and held[skus[0]].price_cents == 100
+    assert held[skus[0]].held_price_cents == 1200
+    assert held[skus[0]].status_reason == (
+        f"not shown: held by price guardrail at run {run.pk}: price change 1.00 -> 12.00 beyond 10x")
+    assert held[skus[1]].status_reason.endswith("price change 2.00 -> 0.10 beyond 10x")
+    assert held[skus[2]].status_reason.endswith("price 600.00 above the grocery ceiling 500.00")
+    assert list(selectors.held_items().values_list("sku", flat=True)) == skus
+
+    # Re-feeding the same prices keeps them held without rewriting them (reason keeps run N).
+    again = ingest(store, [{"sku": skus[0], "price": 12.00}, {"sku": skus[1], "price": 0.10},
+                           {"sku": skus[2], "price": 600}])
+    assert (again.held, again.unchanged, again.updated) == (3, 3, 0)
+    assert InventoryItem.objects.get(store=store, sku=skus[0]).status_reason.startswith(
+        f"not shown: held by price guardrail at run {run.pk}")
+
+    assert services.held_items_approve(keys=[(store.pk, skus[0])], user="ops") == 1
+    assert services.held_items_reject(keys=[(store.pk, skus[1])], user="ops") == 1
+    approved = InventoryItem.objects.get(store=store, sku=skus[0])
+    assert (approved.price_cents, approved.display_status, approved.held_price_cents) == (1200, "shown", None)
+    assert approved.attributes["review"]["decision"] == "approved"
+    rejected = InventoryItem.objects.get(store=store, sku=skus[1])
+    assert (rejected.price_cents, rejected.display_status) == (200, "shown")
+    # The approved price is now the reference: the same feed publishes it without holding again.
+    after = ingest(store, [{"sku": skus[0], "price": 12.00}])
+    assert after.held == 0
+    assert InventoryItem.objects.get(store=store, sku=skus[0]).display_status == "shown"
+
+
+def test_store_specific_guardrail_overrides_the_global_one():
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 1, category="alcohol")
+    PriceGuardrail.objects.create(category="alcohol", ceiling_cents=1000)
+    PriceGuardrail.objects.create(store=store, category="alcohol", ceiling_cents=5000)
+    run = ingest(store, [{"sku": skus[0], "price": 20}])
+    assert run.held == 0
+
+
+def test_new_item_above_ceiling_is_held_with_no_published_price_and_reject_hides_it():
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 1)
+    PriceGuardrail.objects.create(category="grocery", ceiling_cents=100)
+    ingest(store, [{"sku": skus[0], "price": 9.99}])
+    item = InventoryItem.objects.get(store=store, sku=skus[0])
+    assert (item.price_cents, item.held_price_cents, item.display_status) == (None, 999, "held")
+    services.held_items_reject(keys=[(store.pk, skus[0])], user="ops")
+    item.refresh_from_db()
+    assert item.display_status == "rejected" and "rejected by ops" in item.status_reason
+
+
+def test_unavailable_and_predicted_out_of_stock_are_not_shown_with_reasons():
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 2)
+    ingest(store, [{"sku": skus[0], "price": 1, "available": False}, {"sku": skus[1], "price": 1}])
+    for _ in range(3):
+        services.shopper_signal_record(store=store, sku=skus[1], found=False)
+    run = ingest(store, [{"sku": skus[0], "price": 1, "available": False}, {"sku": skus[1], "price": 1}])
+    assert run.prediction == "heuristic-v1" and run.predicted_oos == 2
+    first = selectors.item_status(store=store, sku=skus[0])
+    assert first["reason"] == "not shown: merchant reports unavailable" and first["oos_score"] == 0.9
+    second = selectors.item_status(store=store, sku=skus[1])
+    assert second["display_status"] == "predicted_oos"
+    assert second["reason"] == "not shown: predicted out of stock (score 0.60)"
+
+
+def test_each_batch_of_1000_items_costs_at_most_three_statements():
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 6000)
+    run = services.feed_submit_json(store=store, body=feed_body(feed_items(skus)), enqueue=False, batch_size=1000)
+    with CaptureQueriesContext(connection) as queries:
+        assert services.ingestion_run_process(run_id=run.pk) == "succeeded"
+    # Savepoints only exist because the test runs inside a transaction; COPY is captured.
+    statements = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
+    copies = [sql for sql in statements if sql.startswith("COPY")]
+    assert len(copies) == 6
+    # Per run: claim, context (catalog + prior state + signals + guardrails + model), staging
+    # table, finish; per batch: COPY + one upsert-and-progress statement.
+    assert len(statements) == 4 + 2 * 6, statements
+    assert len(statements) / 6 <= 3
+    run.refresh_from_db()
+    assert run.created == 6000
+
+    with CaptureQueriesContext(connection) as queries:
+        again = services.feed_submit_json(store=store, body=feed_body(feed_items(skus)), enqueue=False)
+        services.ingestion_run_process(run_id=again.pk)
+    # An unchanged re-feed copies nothing: one statement per batch.
+    assert not [q for q in queries if q["sql"].startswith("COPY")]
+
+
+def test_failed_run_is_queued_for_retry_until_attempts_run_out():
+    store = StoreFactory()
+    catalog_create(store.merchant, 1)
+    run = services.feed_submit_json(store=store, body=feed_body([]), enqueue=False)
+    default_storage.delete(run.payload_path)  # the payload vanished: every attempt fails
+    outcomes = [services.ingestion_run_process(run_id=run.pk) for _ in range(4)]
+    assert outcomes == ["retry", "retry", "failed", "skipped"]
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.attempts == 3 and "FileNotFoundError" in run.error
+
+
+def test_stale_runs_are_requeued_and_then_resume():
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 30)
+    run = services.feed_submit_json(store=store, body=feed_body(feed_items(skus)), enqueue=False, batch_size=10)
+    # Simulate a worker that committed one batch, then died.
+    IngestionRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, attempts=1,
+                                                 heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert services.ingestion_run_process(run_id=run.pk) == "succeeded"  # stale claims are allowed
+
+    fresh = services.feed_submit_json(store=store, body=feed_body(feed_items(skus)), enqueue=False)
+    IngestionRun.objects.filter(pk=fresh.pk).update(status=RunStatus.RUNNING, heartbeat_at=timezone.now())
+    assert services.ingestion_run_process(run_id=fresh.pk) == "skipped"  # alive elsewhere
+    assert services.ingestion_runs_requeue_stale(stale_after_s=3600) == []
+    assert services.ingestion_runs_requeue_stale(stale_after_s=0) == [fresh.pk]
+    fresh.refresh_from_db()
+    assert fresh.status == RunStatus.QUEUED
+
+
+def test_csv_feed_is_checked_then_processed():
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 2)
+    body = f"SKU,price,available,aisle\n{skus[0]},1.25,yes,4B\n{skus[1]},,true,\n".encode()
+    run = services.feed_submit_csv(store=store, name="feed.csv", content_type="text/csv", body=body, enqueue=False)
+    assert run.items_total == 2
+    assert services.ingestion_run_process(run_id=run.pk) == "succeeded"
+    run.refresh_from_db()
+    assert (run.created, run.rejected_by_reason) == (1, {"missing price": 1})
+    item = InventoryItem.objects.get(store=store, sku=skus[0])
+    assert item.price_cents == 125 and item.attributes == {"aisle": "4B"}
+
+    cases = [
+        ("feed.txt", "text/csv", b"sku,price,available\n", "must end with .csv"),
+        ("feed.csv", "image/png", b"sku,price,available\n", "Unsupported content type"),
+        ("feed.csv", "text/csv", b"\xff\xfe\x00bad", "not UTF-8"),
+        ("feed.csv", "text/csv", b"sku,available\nA,1\n", "price (or unit_price)"),
+    ]
+    for name, content_type, payload, message in cases:
+        with pytest.raises(ApplicationError) as exc:
+            services.feed_submit_csv(store=store, name=name, content_type=content_type, body=payload, enqueue=False)
+        assert message in exc.value.errors["file"][0]
+
+
+def test_json_feed_edge_validation():
+    store = StoreFactory()
+    for body, field in ((b"{not json", "non_field_errors"), (b"[]", "items"), (b'{"items": 3}', "items")):
+        with pytest.raises(ApplicationError) as exc:
+            services.feed_submit_json(store=store, body=body, enqueue=False)
+        assert field in exc.value.errors
+
+
+def test_purge_enforces_ttls_in_batches():
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 1)
+    old = ingest(store, [{"sku": skus[0]}])  # rejected: missing price
+    new = ingest(store, [{"sku": skus[0]}])
+    past = timezone.now() - timedelta(days=400)
+    IngestionRun.objects.filter(pk=old.pk).update(payload_expires_at=past)
+    ItemRejection.objects.filter(run_id=old.pk).update(created_at=past)
+    ShopperSignal.objects.create(store=store, sku=skus[0], found=True, created_at=past)
+    ShopperSignal.objects.create(store=store, sku=skus[0], found=False, created_at=timezone.now())
+    assert default_storage.exists(old.payload_path)
+
+    assert services.inventory_purge_expired(batch_size=1) == {"payloads": 1, "rejections": 1, "signals": 1}
+    old.refresh_from_db()
+    assert old.payload_path == "" and not default_storage.exists(IngestionRun.objects.get(pk=old.pk).payload_path
+                                                                 or "inventory/none")
+    assert default_storage.exists(new.payload_path)
+    assert list(ItemRejection.objects.values_list("run_id", flat=True)) == [new.pk]
+    assert ShopperSignal.objects.count() == 1
