@@ -69,3 +69,7 @@ def item_status(*, store: Store, sku: str) -> dict:
                   oos_score=item.oos_score, attributes=item.attributes, updated_run_id=item.updated_run_id,
                   updated_at=item.updated_at)
     return answer
+
+
+def runs_for_user(user) -> QuerySet[IngestionRun]:
+    return IngestionRun.objects.filter(store__in=stores_for_user(user))

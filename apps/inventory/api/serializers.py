@@ -1,0 +1,47 @@
+"""Serializers of the inventory API (output shapes and input checks; no business logic)."""
+
+from rest_framework import serializers
+
+from apps.inventory.models import IngestionRun, InventoryItem, Store
+
+
+class StoreSerializer(serializers.ModelSerializer):
+    merchant = serializers.CharField(source="merchant.external_id", read_only=True)
+
+    class Meta:
+        model = Store
+        fields = ["id", "merchant", "external_id", "name", "price_markup_bps", "max_price_ratio", "sla_seconds"]
+
+
+class InventoryItemSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = InventoryItem
+        fields = ["sku", "price_cents", "is_available", "display_status", "status_reason", "held_price_cents",
+                  "oos_score", "attributes", "updated_run_id", "updated_at"]
+
+
+class IngestionRunSerializer(serializers.ModelSerializer):
+    progress_pct = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = IngestionRun
+        fields = ["id", "store_id", "source", "status", "attempts", "max_attempts", "items_total", "items_done",
+                  "progress_pct", "received", "created", "updated", "unchanged", "rejected", "rejected_by_reason",
+                  "held", "predicted_oos", "prediction", "heartbeat_at", "created_at", "started_at",
+                  "finished_at", "duration_s", "sla_met", "error"]
+
+
+class FeedAcceptedSerializer(serializers.Serializer):
+    run_id = serializers.IntegerField()
+    status = serializers.CharField()
+    items_total = serializers.IntegerField()
+
+
+class SignalInputSerializer(serializers.Serializer):
+    store_id = serializers.IntegerField()
+    sku = serializers.CharField(max_length=64)
+    found = serializers.BooleanField()
+
+
+class CsvUploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
