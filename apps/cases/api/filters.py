@@ -75,26 +75,37 @@ def dynamic_field_q(name: str, raw: str, op: str | None) -> Q:
 
 
 class CaseFilterSet(django_filters.FilterSet):
-    queue = django_filters.CharFilter(field_name="queue__slug", help_text="Queue slug.")
-    status = django_filters.MultipleChoiceFilter(choices=Status.choices)
-    priority = django_filters.TypedChoiceFilter(choices=Priority.choices, coerce=int)
-    channel = django_filters.ChoiceFilter(choices=Channel.choices)
-    location = django_filters.ChoiceFilter(choices=Location.choices)
-    assigned_agent = django_filters.NumberFilter(field_name="assigned_agent_id")
-    unassigned = django_filters.BooleanFilter(field_name="assigned_agent", lookup_expr="isnull")
-    merchant_ref = django_filters.CharFilter()
-    customer_ref = django_filters.CharFilter()
-    delivery_ref = django_filters.CharFilter()
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    # Explicit labels: django-filter otherwise derives each from model metadata on every request.
+    queue = django_filters.CharFilter(field_name="queue__slug", label="Queue slug")
+    status = django_filters.MultipleChoiceFilter(choices=Status.choices, label="Status")
+    priority = django_filters.TypedChoiceFilter(choices=Priority.choices, coerce=int, label="Priority")
+    channel = django_filters.ChoiceFilter(choices=Channel.choices, label="Channel")
+    location = django_filters.ChoiceFilter(choices=Location.choices, label="Location")
+    assigned_agent = django_filters.NumberFilter(field_name="assigned_agent_id", label="Assigned agent id")
+    unassigned = django_filters.BooleanFilter(field_name="assigned_agent", lookup_expr="isnull",
+                                              label="Unassigned")
+    merchant_ref = django_filters.CharFilter(label="Merchant external id")
+    customer_ref = django_filters.CharFilter(label="Customer id")
+    delivery_ref = django_filters.CharFilter(label="Delivery id")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte",
+                                                     label="Created at or after")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt",
+                                                      label="Created before")
     fields = JSONObjectFilter(
-        method="filter_fields_contains",
+        method="filter_fields_contains", label="Dynamic fields containment",
         help_text='Dynamic fields containment, a JSON object: {"reason": "late"} (GIN-indexed).',
     )
 
     class Meta:
         model = Case
         fields: list[str] = []
+
+    def get_form_class(self):
+        # The form depends only on the declared filters: build it once per class, not per request.
+        cls = type(self)
+        if "_form_class" not in cls.__dict__:
+            cls._form_class = super().get_form_class()
+        return cls._form_class
 
     def filter_fields_contains(self, queryset: QuerySet, name: str, value: dict) -> QuerySet:
         return queryset.filter(fields__contains=value)

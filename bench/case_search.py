@@ -1,0 +1,114 @@
+"""Selective dynamic-field search over many cases, through the API's filter path, with the GIN
+`jsonb_path_ops` index and with it dropped (see ../shared/BENCHMARKS.md).
+
+Cases are generated in PostgreSQL (`INSERT ... SELECT generate_series`), the GIN index is
+built after the load (faster than maintaining it row by row) and `VACUUM ANALYZE` runs before
+measuring, so the planner sees a clean index. Each query is `CaseFilterSet` with
+`field.order_id=<one order>` over the list view's queryset, evaluated as the API's first page.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._harness import emit, parse_args, percentile, setup, teardown
+
+GIN_INDEX = "case_fields_gin"
+
+INSERT_CASES = """
+INSERT INTO cases_case (id, queue_id, status, priority, channel, source, subject, merchant_ref, customer_ref,
+                        delivery_ref, signal_type, fields, location, legacy_id, created_at, updated_at)
+SELECT gen_random_uuid(), %(queue)s,
+       (ARRAY['new','assigned','in_progress','pending_customer','resolved','closed'])[1 + g %% 6],
+       1 + g %% 4, (ARRAY['chat','email','phone','web'])[1 + g %% 4], 'api', 'Case ' || g,
+       'm-' || (1000 + g %% 5000), 'c-' || g, 'dl-' || g, '',
+       jsonb_build_object(
+           'order_id', 'ORD-' || g,
+           'order_total', round(((g::bigint * 7919) %% 25000) / 100.0, 2),
+           'reason', (ARRAY['late','missing_items','damaged','wrong_item'])[1 + g %% 4],
+           'items_missing', g %% 5,
+           'vip', g %% 50 = 0,
+           'carrier', (ARRAY['bike','car','scooter'])[1 + g %% 3]),
+       'casehub', NULL, now() - make_interval(secs => g), now()
+FROM generate_series(%(start)s, %(stop)s) AS g
+"""
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    n_cases = 20_000 if args.quick else 1_000_000
+    n_indexed = 200 if args.quick else 500
+    n_unindexed = 10 if args.quick else 25
+    db_name = setup("case_search")
+    try:
+        result = run(n_cases, n_indexed, n_unindexed)
+    finally:
+        teardown(db_name, keep=args.keep_db)
+    emit(result)
+
+
+def run(n_cases: int, n_indexed: int, n_unindexed: int) -> dict:
+    from django.db import connection
+    from django.http import QueryDict
+
+    from apps.cases import services
+    from apps.cases.api.filters import CaseFilterSet
+    from apps.cases.selectors import case_list
+
+    queue = services.queue_create(
+        slug="bench", name="Bench", transitions={"new": ["resolved"], "resolved": []},
+        fields_schema={"type": "object", "properties": {"order_id": {"type": "string"}}},
+    )
+    load_started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX IF EXISTS {GIN_INDEX}")
+        step = 250_000
+        for start in range(1, n_cases + 1, step):
+            cursor.execute(INSERT_CASES, {"queue": queue.pk, "start": start,
+                                          "stop": min(n_cases, start + step - 1)})
+        cursor.execute(f"CREATE INDEX {GIN_INDEX} ON cases_case USING gin (fields jsonb_path_ops)")
+        cursor.execute("VACUUM ANALYZE cases_case")
+    load_s = time.perf_counter() - load_started
+
+    rng = random.Random(7)
+
+    def search(order_no: int) -> float:
+        data = QueryDict(mutable=True)
+        data["field.order_id"] = f"ORD-{order_no}"
+        started = time.perf_counter()
+        qs = CaseFilterSet(data=data, queryset=case_list().order_by("-created_at", "id")).qs
+        rows = list(qs[:50])  # the API's first page
+        elapsed = (time.perf_counter() - started) * 1000
+        assert len(rows) == 1 and rows[0].fields["order_id"] == f"ORD-{order_no}"
+        return elapsed
+
+    for _ in range(20):
+        search(rng.randint(1, n_cases))
+    indexed = [search(rng.randint(1, n_cases)) for _ in range(n_indexed)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX {GIN_INDEX}")
+        cursor.execute("ANALYZE cases_case")
+    search(rng.randint(1, n_cases))  # warm the cache for the sequential path too
+    unindexed = [search(rng.randint(1, n_cases)) for _ in range(n_unindexed)]
+    indexed_p50 = percentile(indexed, 50)
+    unindexed_p50 = percentile(unindexed, 50)
+    return {
+        "cases": n_cases,
+        "indexed_p50_ms": round(indexed_p50, 3),
+        "indexed_p95_ms": round(percentile(indexed, 95), 3),
+        "unindexed_p50_ms": round(unindexed_p50, 3),
+        "unindexed_p95_ms": round(percentile(unindexed, 95), 3),
+        "speedup": round(unindexed_p50 / indexed_p50, 1),
+        "queries_indexed": n_indexed,
+        "queries_unindexed": n_unindexed,
+        "load_s": round(load_s, 1),
+    }
+
+
+if __name__ == "__main__":
+    main()
