@@ -35,7 +35,8 @@ def client() -> redis.Redis:
 
 
 def key(check_id: int) -> str:
-    return f"{PREFIX}{check_id}"
+    # Namespaced by database: two stacks (dev, tests, a benchmark) sharing one Redis never collide.
+    return f"{PREFIX}{settings.DATABASES['default']['NAME']}:{check_id}"
 
 
 def leases_acquire(ttl_ms: dict[int, int]) -> dict[int, str]:

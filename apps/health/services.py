@@ -4,6 +4,7 @@ run checks (leases, a thread pool with per-check timeouts, results written in bu
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -274,6 +275,17 @@ DELETE FROM health_checkresult WHERE id IN (
 """
 
 
+# One statement for every check of the run (Django's bulk_update builds a CASE per field: 5x slower).
+UPDATE_CHECKS_SQL = """
+UPDATE health_healthcheck AS c
+SET last_status = v.status, last_duration_ms = v.duration_ms, last_run_at = %s, next_run_at = v.next_run_at,
+    state = v.state::jsonb
+FROM unnest(%s::bigint[], %s::text[], %s::float8[], %s::timestamptz[], %s::text[])
+    AS v(id, status, duration_ms, next_run_at, state)
+WHERE c.id = v.id
+"""
+
+
 @transaction.atomic
 def _results_write(checks: list[HealthCheck], executions: dict[int, _Execution], *,
                    now: datetime) -> list[CheckResult]:
@@ -310,8 +322,11 @@ def _results_write(checks: list[HealthCheck], executions: dict[int, _Execution],
     CheckResult.objects.bulk_create(results)
     with connection.cursor() as cursor:
         cursor.execute(PRUNE_SQL, [[c.id for c in updated]])
-    HealthCheck.objects.bulk_update(updated, ["last_status", "last_duration_ms", "last_run_at", "next_run_at",
-                                              "state"])
+        cursor.execute(UPDATE_CHECKS_SQL, [
+            finished, [c.id for c in updated], [c.last_status for c in updated],
+            [c.last_duration_ms for c in updated], [c.next_run_at for c in updated],
+            [json.dumps(c.state) for c in updated],
+        ])
     return results
 
 
