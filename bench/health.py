@@ -52,7 +52,8 @@ def main() -> None:
             for i, ms in enumerate(sleeps)
         ]})
         report = health_spec_run(spec_id=spec.id)
-        durations = list(CheckResult.objects.filter(health_check__spec=spec).values_list("duration_ms", "status"))
+        durations = list(CheckResult.objects.filter(health_check__spec=spec)
+                         .values_list("duration_ms", "status"))
         assert report.ran == checks and all(status == "success" for _, status in durations), report
         warm = health_spec_run(spec_id=spec.id)
         assert warm.ran == checks, warm
