@@ -1,4 +1,5 @@
-"""Prometheus metrics of health: per-check status and duration, per-spec and system status.
+"""Prometheus metrics of health: per-check status and duration, per-spec and system status, and
+the backlog of each Celery queue.
 
 Computed at scrape time from the denormalised latest status of each check (one query).
 """
@@ -7,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import redis
+from django.conf import settings
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from apps.health.models import CheckStatus, HealthCheck, HealthSpec, OverallStatus
-from apps.health.selectors import overall_status, system_status
+from apps.health.models import CheckStatus, HealthCheck, OverallStatus
+from apps.health.selectors import health_spec_overview, health_system_status
 
 CHECK_STATES = [*CheckStatus.values, "pending"]
 
@@ -28,22 +31,41 @@ def collect() -> Iterable[Metric]:
         "casehub_health_system_status", "1 for the roll-up status over enabled specs, else 0.",
         labels=["status"])
 
-    by_spec: dict[str, list[str]] = {name: [] for name in HealthSpec.objects.values_list("name", flat=True)}
-    enabled = set(HealthSpec.objects.filter(enabled=True).values_list("name", flat=True))
     rows = HealthCheck.objects.values_list("spec__name", "name", "type", "last_status", "last_duration_ms")
     for spec, name, type_, status, duration_ms in rows:
-        by_spec[spec].append(status)
         current = status or "pending"
         for state in CHECK_STATES:
             check_status.add_metric([spec, name, type_, state], 1.0 if state == current else 0.0)
         if duration_ms is not None:
             check_duration.add_metric([spec, name, type_], duration_ms / 1000)
-    statuses = {}
-    for spec, check_statuses in by_spec.items():
-        statuses[spec] = overall_status(check_statuses)
+    overview = health_spec_overview()
+    for spec, (_, overall) in overview.items():
         for state in OverallStatus.values:
-            spec_status.add_metric([spec, state], 1.0 if state == statuses[spec] else 0.0)
-    rollup = system_status(s for name, s in statuses.items() if name in enabled)
+            spec_status.add_metric([spec, state], 1.0 if state == overall else 0.0)
+    rollup = health_system_status(overview)
     for state in OverallStatus.values:
         system.add_metric([state], 1.0 if state == rollup else 0.0)
     yield from (check_status, check_duration, spec_status, system)
+    yield from _celery_backlog()
+
+
+def _celery_backlog() -> Iterable[Metric]:
+    """Messages waiting per Celery queue, when the broker is Redis (a list per queue)."""
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return
+    backlog = GaugeMetricFamily("casehub_celery_queue_backlog", "Messages waiting in the Celery queue.",
+                                labels=["queue"])
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for queue in settings.CELERY_QUEUES_ALL:
+            pipe.llen(queue)
+        lengths = pipe.execute()
+    except redis.RedisError:
+        return  # a broker outage must not break the scrape; the redis check reports it
+    finally:
+        client.close()
+    for queue, length in zip(settings.CELERY_QUEUES_ALL, lengths, strict=True):
+        backlog.add_metric([queue], float(length))
+    yield backlog

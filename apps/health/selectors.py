@@ -30,20 +30,24 @@ def system_status(spec_statuses) -> str:
     return OverallStatus.SUCCESS.value
 
 
-def health_spec_statuses(*, enabled_only: bool = False) -> dict[str, str]:
-    """{spec name: overall status}, in one query."""
-    qs = HealthSpec.objects.all()
-    if enabled_only:
-        qs = qs.filter(enabled=True)
-    by_spec: dict[str, list[str]] = {name: [] for name in qs.values_list("name", flat=True)}
-    rows = HealthCheck.objects.filter(spec__in=qs).values_list("spec__name", "last_status")
-    for name, status in rows:
-        by_spec[name].append(status)
-    return {name: overall_status(statuses) for name, statuses in by_spec.items()}
+def health_spec_overview() -> dict[str, tuple[bool, str]]:
+    """{spec name: (enabled, overall status)} for every spec, in one query."""
+    checks: dict[str, tuple[bool, list[str]]] = {}
+    rows = HealthSpec.objects.order_by("name").values_list("name", "enabled", "checks__last_status")
+    for name, enabled, status in rows:
+        statuses = checks.setdefault(name, (enabled, []))[1]
+        if status is not None:  # a spec without checks joins to one NULL row
+            statuses.append(status)
+    return {name: (enabled, overall_status(statuses)) for name, (enabled, statuses) in checks.items()}
 
 
-def health_system_status() -> str:
-    return system_status(health_spec_statuses(enabled_only=True).values())
+def health_spec_statuses() -> dict[str, str]:
+    return {name: status for name, (_, status) in health_spec_overview().items()}
+
+
+def health_system_status(overview: dict[str, tuple[bool, str]] | None = None) -> str:
+    overview = health_spec_overview() if overview is None else overview
+    return system_status(status for enabled, status in overview.values() if enabled)
 
 
 @dataclass

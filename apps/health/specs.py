@@ -15,6 +15,8 @@ from apps.core.validation import json_errors
 from apps.health.checks import REGISTRY
 
 CHECK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+# A run is one Celery task with a time limit; no single check may hold it longer than this.
+MAX_TIMEOUT_S = 60
 DEFAULTS = {"interval": 30.0, "timeout": 5.0, "grace_period": 0.0}
 
 DOCUMENT_SCHEMA: dict[str, Any] = {
@@ -29,7 +31,7 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 "interval": {"type": "number", "minimum": 1},
-                "timeout": {"type": "number", "exclusiveMinimum": 0},
+                "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
                 "grace_period": {"type": "number", "minimum": 0},
             },
         },
@@ -43,7 +45,7 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
                     "name": {"type": "string", "pattern": CHECK_NAME_PATTERN},
                     "type": {"type": "string", "minLength": 1},
                     "interval": {"type": "number", "minimum": 1},
-                    "timeout": {"type": "number", "exclusiveMinimum": 0},
+                    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
                     "grace_period": {"type": "number", "minimum": 0},
                     "params": {"type": "object"},
                 },

@@ -52,6 +52,20 @@ def test_admin_delete_removes_checks_and_results(admin_client):
     assert not HealthCheck.objects.exists() and not CheckResult.objects.exists()
 
 
+def test_admin_actions_run_now_and_bulk_delete(admin_client, django_capture_on_commit_callbacks):
+    specs = [HealthSpecFactory(checks=[check_doc("db")]) for _ in range(2)]
+    changelist = "/admin/health/healthspec/"
+    ids = [str(s.pk) for s in specs]
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin_client.post(changelist, {"action": "run_now", "_selected_action": ids})
+    assert response.status_code == 302 and len(callbacks) == 1  # enqueued only once committed
+    health_spec_run(spec_id=specs[0].id)
+    response = admin_client.post(changelist, {"action": "delete_selected", "_selected_action": ids,
+                                              "post": "yes"})
+    assert response.status_code == 302
+    assert not HealthSpec.objects.exists() and not CheckResult.objects.exists()
+
+
 def _specs(n: int) -> None:
     for i in range(n):
         spec = HealthSpecFactory(checks=[check_doc("db"), check_doc("port", "tcp", params=CLOSED_PORT)])

@@ -66,6 +66,7 @@ INVALID = [
     (_check(type="carrier-pigeon"), "checks.0.type"),
     (_check(interval=10, timeout=11), "checks.0.timeout"),
     (_check(interval=0), "checks.0.interval"),
+    (_check(interval=600, timeout=61), "checks.0.timeout"),
     (_check(grace_period=-1), "checks.0.grace_period"),
     (_check(type="http", params={}), "checks.0.params.url"),
     (_check(type="http", params={"url": "not a url"}), "checks.0.params.url"),

@@ -115,6 +115,35 @@ def test_metrics_exposes_check_spec_and_system_gauges(client):
 
 
 @pytest.mark.django_db
+def test_metrics_exports_the_celery_queue_backlog(client):
+    import redis
+    from django.conf import settings
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("ingestion")
+    broker.rpush("ingestion", "a", "b", "c")  # stand-ins: no worker runs in this test
+    try:
+        text = client.get("/metrics").content.decode()
+    finally:
+        broker.delete("ingestion")
+        broker.close()
+    assert 'casehub_celery_queue_backlog{queue="ingestion"} 3.0' in text
+
+
+@pytest.mark.django_db
+def test_status_and_gate_query_counts_are_pinned(api_client, viewer, django_assert_num_queries):
+    api_client.force_authenticate(viewer)
+    for i in range(5):
+        spec = HealthSpecFactory(name=f"s{i}", checks=[check_doc("db"), PORT])
+        health_spec_run(spec_id=spec.id)
+    viewer.has_perm("health.view_healthspec")  # warm the permission cache of this user object
+    with django_assert_num_queries(1):
+        assert api_client.get("/api/v1/health/status/").status_code == 200
+    with django_assert_num_queries(3):
+        assert api_client.get("/api/v1/health/gate/", {"spec": "s1"}).status_code == 503
+
+
+@pytest.mark.django_db
 def test_metrics_token_when_configured(client, monkeypatch):
     monkeypatch.setenv("METRICS_TOKEN", "scrape-me")
     assert client.get("/metrics").status_code == 401

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.errors import ApplicationError
-from apps.health.selectors import health_spec_gate, health_spec_statuses, health_system_status
+from apps.health.selectors import health_spec_gate, health_spec_overview, health_system_status
 from apps.health.views import bearer_token_matches, configured_token
 
 
@@ -72,4 +72,6 @@ class StatusView(APIView):
 
     @extend_schema(responses={200: StatusSerializer})
     def get(self, request):
-        return Response({"status": health_system_status(), "specs": health_spec_statuses()})
+        overview = health_spec_overview()
+        return Response({"status": health_system_status(overview),
+                         "specs": {name: status for name, (_, status) in overview.items()}})
