@@ -31,7 +31,7 @@ SPEC_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 # A lease outlives the check's timeout by this much: time to confirm and write the result.
 LEASE_MARGIN_MS = 15_000
 MAX_THREADS = getattr(settings, "HEALTH_MAX_THREADS", 256)
-DUE_BATCH = getattr(settings, "HEALTH_DUE_BATCH", 1000)
+DUE_BATCH = getattr(settings, "HEALTH_DUE_BATCH", 1024)
 STREAM_IDLE_S = getattr(settings, "HEALTH_STREAM_IDLE_S", 3600)
 
 
@@ -159,6 +159,10 @@ def health_specs_sync_dir(*, directory: str | Path) -> list[FileReport]:
         text = path.read_text(encoding="utf-8")
         data, _, _, _ = document_parse(text)
         name = data.get("name") if isinstance(data, dict) and isinstance(data.get("name"), str) else path.stem
+        if name in seen:
+            reports.append(FileReport(str(path), name, "invalid",
+                                      {"name": [f"Another file here already defines spec {name!r}."]}))
+            continue
         seen.add(name)
         other = HealthSpec.objects.filter(name=name).exclude(managed_by=str(folder)).first()
         if other is not None:
@@ -238,8 +242,22 @@ def _execute(checks: list[HealthCheck], tokens: dict[int, str]) -> dict[int, _Ex
 
 
 def _checks_run(checks: list[HealthCheck], *, now: datetime) -> RunReport:
+    """Run checks in chunks of MAX_THREADS (each chunk fully concurrent, so no check waits in a queue
+    while its timeout runs), and merge the reports."""
     report = RunReport()
     t0 = time.perf_counter()
+    for i in range(0, len(checks), MAX_THREADS):
+        part = _chunk_run(checks[i:i + MAX_THREADS], now=now)
+        report.ran += part.ran
+        report.leased_elsewhere += part.leased_elsewhere
+        report.discarded += part.discarded
+        report.results.extend(part.results)
+    report.wall_s = time.perf_counter() - t0
+    return report
+
+
+def _chunk_run(checks: list[HealthCheck], *, now: datetime) -> RunReport:
+    report = RunReport()
     if not checks:
         return report
     tokens = leases.leases_acquire({c.id: c.timeout_s * 1000 + LEASE_MARGIN_MS for c in checks})
@@ -261,7 +279,6 @@ def _checks_run(checks: list[HealthCheck], *, now: datetime) -> RunReport:
         leases.leases_release({cid: tokens[cid] for cid in tokens if held.get(cid) and cid not in timed_out})
     report.ran = len(report.results)
     report.discarded += len(kept) - len(report.results)
-    report.wall_s = time.perf_counter() - t0
     return report
 
 

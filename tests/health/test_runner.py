@@ -73,6 +73,16 @@ def test_checks_run_concurrently_and_a_slow_one_times_out_without_holding_the_sp
 
 
 @pytest.mark.django_db
+def test_large_runs_go_in_chunks_of_the_thread_limit(monkeypatch):
+    from apps.health import services
+
+    monkeypatch.setattr(services, "MAX_THREADS", 3)
+    spec = HealthSpecFactory(checks=[check_doc(f"c{i}") for i in range(7)])
+    report = health_spec_run(spec_id=spec.id)
+    assert report.ran == 7 and CheckResult.objects.count() == 7
+
+
+@pytest.mark.django_db
 def test_a_crashing_check_is_recorded_as_an_error():
     with http_server() as (_, url):
         pass

@@ -161,3 +161,22 @@ def test_folder_sync_deletes_results_of_removed_specs(tmp_path):
 def test_missing_folder_is_a_command_error(tmp_path):
     with pytest.raises(CommandError, match="not a directory"):
         call_command("apply_health_specs", str(tmp_path / "nope"))
+
+
+def test_two_files_naming_the_same_spec_are_reported(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: shared\nchecks: [{name: db, type: database}]")
+    (tmp_path / "b.json").write_text('{"name": "shared", "checks": []}')
+    with pytest.raises(CommandError, match="1 invalid"):
+        call_command("apply_health_specs", str(tmp_path))
+    assert HealthSpec.objects.get(name="shared").checks.count() == 1
+
+
+def test_log_paths_can_be_limited_to_allowed_folders(settings, tmp_path):
+    settings.HEALTH_LOG_ROOTS = [str(tmp_path / "logs")]
+    allowed = _check(type="log_grep", params={"path": str(tmp_path / "logs" / "app.log"), "pattern": "x"})
+    assert health_spec_apply(name="ok", document=allowed)[1] == "created"
+    for outside in ("/etc/shadow", str(tmp_path / "logs" / ".." / "secret.log")):
+        document = _check(type="log_grep", params={"path": outside, "pattern": "x"})
+        with pytest.raises(ApplicationError) as caught:
+            health_spec_apply(name="no", document=document)
+        assert "checks.0.params.path" in caught.value.errors

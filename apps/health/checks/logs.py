@@ -11,6 +11,8 @@ import os
 import re
 import time
 
+from django.conf import settings
+
 from apps.health.checks.base import Check, CheckOutcome, register
 from apps.health.checks.network import regex_errors
 from apps.health.streams import STREAMS
@@ -41,6 +43,12 @@ class LogGrepCheck(Check):
         path = params.get("path")
         if isinstance(path, str) and not os.path.isabs(path):
             errors["path"] = ["Use an absolute path."]
+        elif isinstance(path, str) and (roots := getattr(settings, "HEALTH_LOG_ROOTS", None)):
+            # Optional allowlist: a spec author may only read logs under these folders.
+            real = os.path.realpath(path)
+            if not any(real == root or real.startswith(root.rstrip("/") + "/")
+                       for root in map(os.path.realpath, roots)):
+                errors["path"] = [f"Log files must be under one of: {', '.join(roots)}."]
         return errors
 
     def run(self) -> CheckOutcome:
