@@ -9,11 +9,11 @@ Decimal, datetime parsing and schema validation: it runs ~100k items/s on one co
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from hashlib import blake2b
+from json.encoder import encode_basestring as _json_str  # the C encoder
 
 import numpy as np
 
@@ -173,12 +173,13 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
         if price is None or price < 0:
             reject(sku, "invalid price")
             continue
+        # Attributes are serialised by hand: a few known keys, ~10x cheaper than json.dumps.
         if weight is None:
             cents = int(price * 100 * markup + 0.5)
-            attrs = {}
+            attrs = ""
         else:
             cents = int(price * 100 * weight * markup + 0.5)
-            attrs = {"unit_price_cents": int(price * 100 + 0.5), "average_weight": weight}
+            attrs = f',"unit_price_cents":{int(price * 100 + 0.5)},"average_weight":{weight!r}'
         if cents > PRICE_MAX_CENTS:
             reject(sku, "invalid price (too high)")
             continue
@@ -190,17 +191,19 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
                 continue
         quantity = item.get("quantity")
         if quantity is not None and quantity != "":
-            try:
-                quantity = int(quantity)
-            except (TypeError, ValueError):
-                quantity = -1
+            if type(quantity) is not int:
+                try:
+                    quantity = int(quantity)
+                except (TypeError, ValueError):
+                    quantity = -1
             if quantity < 0:
                 reject(sku, "invalid quantity")
                 continue
-            attrs["quantity"] = quantity
+            attrs += f',"quantity":{quantity}'
         aisle = item.get("aisle")
         if aisle:
-            attrs["aisle"] = str(aisle)[:32]
+            attrs += ',"aisle":' + _json_str(str(aisle)[:32])
+        attrs = "{" + attrs[1:] + "}" if attrs else "{}"
         # --- guardrails
         held = None
         bounds = guardrails.get(entry.category)
@@ -219,8 +222,7 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
         else:
             hours = min(MAX_HOURS, max(0.0, (now_epoch - entry.last_in_stock_epoch) / 3600))
         features.append((1.0 if available else 0.0, hours, entry.signals_found, entry.signals_not_found))
-        pending.append((sku, cents, available, held, json.dumps(attrs, separators=(",", ":")) if attrs else "{}",
-                        prior, entry.fingerprint))
+        pending.append((sku, cents, available, held, attrs, prior, entry.fingerprint))
     out.received = received
 
     if pending:

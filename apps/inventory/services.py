@@ -124,7 +124,12 @@ FROM inventory_store s
 WHERE r.id = %(run)s AND s.id = r.store_id AND r.attempts < r.max_attempts
   AND (r.status = 'queued' OR (r.status = 'running' AND r.heartbeat_at < %(stale)s))
 RETURNING r.store_id, r.source, r.batch_size, r.batches_done, r.items_done, r.payload_path,
-    r.rejected_by_reason, s.merchant_id, s.price_markup_bps, s.max_price_ratio, s.sla_seconds
+    r.rejected_by_reason, s.merchant_id, s.price_markup_bps, s.max_price_ratio, s.sla_seconds,
+    -- Store-level dependencies ride along: guardrails (store-specific last, so they override the
+    -- all-stores ones) and the current model version.
+    (SELECT jsonb_agg(jsonb_build_array(g.category, g.max_ratio, g.ceiling_cents) ORDER BY g.store_id NULLS FIRST)
+     FROM inventory_priceguardrail g WHERE g.store_id = r.store_id OR g.store_id IS NULL),
+    (SELECT version FROM inventory_oosmodel WHERE is_current)
 """
 
 _STAGE_SQL = """
@@ -146,11 +151,7 @@ WITH sig AS (
 )
 SELECT c.sku, c.category, CASE WHEN c.unit = 'each' THEN NULL ELSE c.average_weight END,
        i.price_cents, i.fingerprint, extract(epoch FROM i.last_in_stock_at)::float8,
-       COALESCE(sig.found, 0), COALESCE(sig.not_found, 0),
-       (SELECT jsonb_agg(jsonb_build_array(g.category, g.max_ratio, g.ceiling_cents, g.store_id) ORDER BY g.store_id
-                         NULLS FIRST) FROM inventory_priceguardrail g
-        WHERE g.store_id = %(store)s OR g.store_id IS NULL),
-       (SELECT version FROM inventory_oosmodel WHERE is_current)
+       COALESCE(sig.found, 0), COALESCE(sig.not_found, 0)
 FROM inventory_catalogitem c
 LEFT JOIN inventory_inventoryitem i ON i.store_id = %(store)s AND i.sku = c.sku
 LEFT JOIN sig ON sig.sku = c.sku
@@ -245,6 +246,20 @@ def _current_predictor(version: int | None) -> tuple[str, pipeline.Predictor]:
     return f"model-v{version}", _predictors[version]
 
 
+def _binary_cursor():
+    """A server-side-binding cursor with binary results, still logged like Django's own.
+
+    Django's default client-side binding would inline the feed's 10,000-SKU array as SQL text
+    and return rows as text; binary transfer of both is markedly cheaper for the context fetch.
+    """
+    import psycopg
+
+    connection.ensure_connection()
+    raw = psycopg.Cursor(connection.connection)
+    raw.format = psycopg.pq.Format.BINARY
+    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+
+
 def _json_items(path: str) -> list:
     with default_storage.open(path, "rb") as fh:
         return json.load(fh)["items"]
@@ -298,7 +313,7 @@ def ingestion_run_process(*, run_id: int) -> str:
 
 def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
     (store_id, source, batch_size, batches_done, items_done, payload_path, by_reason, merchant_id, markup_bps,
-     max_ratio, _sla) = claimed
+     max_ratio, _sla, guardrails, model_version) = claimed
     # Django's connection hands JSONB back as text.
     by_reason = json.loads(by_reason) if isinstance(by_reason, str) else dict(by_reason or {})
     if source == RunSource.API:
@@ -310,21 +325,19 @@ def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
     now = timezone.now()
     ctx = pipeline.StoreContext(store_id=store_id, run_id=run_id, markup_bps=markup_bps, default_ratio=max_ratio,
                                 guardrails={}, catalog={}, now_epoch=now.timestamp())
-    with connection.cursor() as cursor:
+    with _binary_cursor() as cursor:
         cursor.execute(_CONTEXT_SQL, {"store": store_id, "merchant": merchant_id, "skus": skus,
                                       "since": now - timedelta(days=conf.signal_window_days())})
-        guardrails = model_version = None
         CatalogEntry = pipeline.CatalogEntry
         catalog = ctx.catalog
-        for (sku, category, weight, price, fp, last_in_stock, found, not_found, guardrails,
-             model_version) in cursor.fetchall():
+        for sku, category, weight, price, fp, last_in_stock, found, not_found in cursor.fetchall():
             catalog[sku] = CatalogEntry(category, weight, price, fp, last_in_stock, found, not_found)
-        # Store-specific bounds come last (NULLS FIRST), so they override the all-stores ones.
         if isinstance(guardrails, str):
             guardrails = json.loads(guardrails)
-        for category, ratio, ceiling, _store in guardrails or ():
+        for category, ratio, ceiling in guardrails or ():
             ctx.guardrails[category] = (ratio, ceiling)
         prediction, ctx.predictor = _current_predictor(model_version)
+    with connection.cursor() as cursor:
         cursor.execute(_STAGE_SQL)
     del skus
 

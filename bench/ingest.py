@@ -1,0 +1,180 @@
+"""Inventory ingestion benchmark: whole-store feeds through the full pipeline service.
+
+Full: 50 stores x 10,000 items. Each feed is submitted as the API would (raw payload stored)
+and processed in-process by the same service the Celery task calls (no broker hop, so the
+figure is the worker's throughput). Next to it, in the same run: an unchanged re-feed of every
+store, a naive per-item ORM path on a sample, and a raw COPY + INSERT ... ON CONFLICT of the
+same rows with no pipeline. Statements are counted with CaptureQueriesContext (COPY included).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import time
+
+from _harness import emit, parse_args, setup, teardown
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    stores_n, items_n, naive_n = (3, 2000, 300) if args.quick else (50, 10_000, 2000)
+    db_name = setup("ingest")
+    try:
+        emit(run(stores_n, items_n, naive_n))
+    finally:
+        teardown(db_name, keep=args.keep_db)
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def run(stores_n: int, items_n: int, naive_n: int) -> dict:
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from apps.inventory import pipeline, services
+    from apps.inventory.models import CatalogItem, IngestionRun, InventoryItem, PriceGuardrail, Store, Unit
+    from apps.merchants.models import Merchant
+
+    rng = random.Random(7)
+    merchant = Merchant.objects.create(external_id="bench", name="Bench Grocer")
+    categories = ["produce", "dairy", "bakery", "snacks", "drinks", "household"]
+    catalog = []
+    for n in range(items_n):
+        weighted = n % 10 == 0
+        catalog.append(CatalogItem(merchant=merchant, sku=f"SKU-{n:07d}", name=f"Item {n}", brand="Brand",
+                                   category=categories[n % len(categories)], unit=Unit.KG if weighted else Unit.EACH,
+                                   average_weight=0.5 + (n % 5) / 10 if weighted else None))
+    CatalogItem.objects.bulk_create(catalog, batch_size=5000)
+    del catalog
+    PriceGuardrail.objects.create(category="household", ceiling_cents=20_000)
+    stores = Store.objects.bulk_create([Store(merchant=merchant, external_id=f"s{n}", name=f"Store {n}",
+                                              price_markup_bps=150) for n in range(stores_n + 12)])
+    feed_stores, raw_stores, naive_store = stores[:stores_n], stores[stores_n:stores_n + 10], stores[-1]
+
+    items = []
+    for n in range(items_n):
+        item = {"sku": f"SKU-{n:07d}", "available": n % 50 != 0, "quantity": rng.randint(0, 40),
+                "aisle": f"{n % 20}{'ABCD'[n % 4]}"}
+        if n % 10 == 0:
+            item["unit_price"] = round(rng.uniform(1, 20), 2)
+        else:
+            item["price"] = round(rng.uniform(0.5, 30), 2)
+        if n % 997 == 0:
+            del item["available"], item["quantity"]
+            item["price"] = "n/a"  # a few malformed items, rejected one by one
+        items.append(item)
+    body = json.dumps({"items": items}).encode()
+    del items
+
+    # --- full pipeline, one whole-store run after another
+    rss_by_stores: dict[str, float] = {}
+    process_s = submit_s = 0.0
+    with CaptureQueriesContext(connection) as queries:
+        for n, store in enumerate(feed_stores, start=1):
+            t0 = time.perf_counter()
+            run_obj = services.feed_submit_json(store=store, body=body, enqueue=False)
+            t1 = time.perf_counter()
+            assert services.ingestion_run_process(run_id=run_obj.pk) == "succeeded"
+            t2 = time.perf_counter()
+            submit_s += t1 - t0
+            process_s += t2 - t1
+            if n in (1, 2, 5, 10, 25, 50) or n == stores_n:
+                rss_by_stores[str(n)] = round(_rss_mb(), 1)
+    statements = len(queries)
+    items_total = stores_n * items_n
+    first = IngestionRun.objects.filter(store__in=feed_stores).order_by("id").first()
+
+    # --- unchanged re-feed of every store
+    refeed_s = 0.0
+    for store in feed_stores:
+        run_obj = services.feed_submit_json(store=store, body=body, enqueue=False)
+        t0 = time.perf_counter()
+        services.ingestion_run_process(run_id=run_obj.pk)
+        refeed_s += time.perf_counter() - t0
+    last = IngestionRun.objects.order_by("-id").first()
+    assert last.unchanged == last.received - last.rejected, "re-feed was not a no-op"
+
+    # --- raw COPY + INSERT ON CONFLICT of the same rows (the pipeline's output, precomputed)
+    rows = InventoryItem.objects.filter(store=feed_stores[0]).order_by("sku").values_list(
+        "sku", "price_cents", "is_available", "display_status", "status_reason", "held_price_cents", "oos_score",
+        "attributes", "fingerprint")
+    rows = [(*row[:7], json.dumps(row[7]), row[8]) for row in rows]
+    raw_sql = """
+        INSERT INTO inventory_inventoryitem AS t (store_id, sku, price_cents, is_available, display_status,
+            status_reason, held_price_cents, oos_score, attributes, fingerprint, updated_run_id, updated_at)
+        SELECT %s, sku, price_cents, is_available, display_status, status_reason, held_price_cents, oos_score,
+            attributes, fingerprint, 0, now() FROM bench_stage
+        ON CONFLICT (store_id, sku) DO UPDATE SET price_cents = EXCLUDED.price_cents,
+            is_available = EXCLUDED.is_available, display_status = EXCLUDED.display_status,
+            status_reason = EXCLUDED.status_reason, held_price_cents = EXCLUDED.held_price_cents,
+            oos_score = EXCLUDED.oos_score, attributes = EXCLUDED.attributes, fingerprint = EXCLUDED.fingerprint,
+            updated_at = EXCLUDED.updated_at
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE bench_stage (sku text, price_cents int, is_available bool, "
+                       "display_status text, status_reason text, held_price_cents int, oos_score float8, "
+                       "attributes jsonb, fingerprint bigint) ON COMMIT DELETE ROWS")
+    raw_stores = raw_stores[:max(1, min(10, stores_n))]
+    t0 = time.perf_counter()
+    for store in raw_stores:
+        for start in range(0, len(rows), 1000):
+            with transaction.atomic(), connection.cursor() as cursor:
+                with cursor.copy("COPY bench_stage FROM STDIN") as copy:
+                    for row in rows[start:start + 1000]:
+                        copy.write_row(row)
+                cursor.execute(raw_sql, [store.pk])
+    raw_s = time.perf_counter() - t0
+    raw_rows = len(rows) * len(raw_stores)
+
+    # --- naive per-item ORM path on a sample: a catalog read and an update_or_create per item
+    sample = json.loads(body)["items"][:naive_n]
+    t0 = time.perf_counter()
+    for item in sample:
+        entry = CatalogItem.objects.filter(merchant=merchant, sku=item["sku"]).first()
+        raw_price = item.get("price") if entry.unit == Unit.EACH else item.get("unit_price")
+        try:
+            price = float(raw_price)
+        except (TypeError, ValueError):
+            continue
+        cents = round(price * 100 * (entry.average_weight or 1) * 1.015)
+        InventoryItem.objects.update_or_create(
+            store=naive_store, sku=item["sku"],
+            defaults={"price_cents": cents, "is_available": item.get("available", True),
+                      "display_status": pipeline.SHOWN, "attributes": {"quantity": item.get("quantity")},
+                      "updated_at": timezone.now()},
+        )
+    naive_s = time.perf_counter() - t0
+
+    pipeline_rate = items_total / process_s
+    raw_rate = raw_rows / raw_s
+    rss_values = list(rss_by_stores.values())
+    return {
+        "items": items_total,
+        "stores": stores_n,
+        "items_per_store": items_n,
+        "pipeline_items_per_s": round(pipeline_rate),
+        "pipeline_incl_submit_items_per_s": round(items_total / (process_s + submit_s)),
+        "refeed_unchanged_items_per_s": round(items_total / refeed_s),
+        "naive_items_per_s": round(naive_n / naive_s),
+        "naive_sample_items": naive_n,
+        "raw_copy_items_per_s": round(raw_rate),
+        "pipeline_over_raw_copy": round(pipeline_rate / raw_rate, 2),
+        "statements_per_1000_items": round(statements / items_total * 1000, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_mb_by_stores_done": rss_by_stores,
+        "rss_growth_mb_after_first_store": round(rss_values[-1] - rss_values[0], 1),
+        "run_counts_first_store": {"created": first.created, "rejected": first.rejected, "held": first.held,
+                                   "predicted_oos": first.predicted_oos},
+        "mode": "in-process service (what the Celery task calls), no broker",
+    }
+
+
+if __name__ == "__main__":
+    main()
