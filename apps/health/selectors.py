@@ -78,6 +78,19 @@ def health_spec_gate(*, name: str) -> Gate:
     return Gate(spec=spec.name, status=status, failing=failing)
 
 
+def health_spec_list():
+    """Specs with their checks (two queries); the serializer derives each spec's overall status."""
+    return HealthSpec.objects.order_by("name").prefetch_related(
+        Prefetch("checks", queryset=HealthCheck.objects.order_by("name")))
+
+
+def health_spec_get(*, name: str) -> HealthSpec:
+    spec = health_spec_list().filter(name=name).first()
+    if spec is None:
+        raise NotFound(f"No health spec named {name!r}.")
+    return spec
+
+
 def sparkline_points(values: list[float], *, width: int = 80, height: int = 20) -> str:
     """SVG polyline points for a small trend of durations, oldest first."""
     if not values:

@@ -1,4 +1,6 @@
-"""Health API: the rollout gate, the system roll-up and a read-only list of specs with status.
+"""Health API: the rollout gate, the system roll-up, and specs (list, read, apply with PUT, delete).
+
+Specs written here pass the same admission service as admin and `apply_health_specs`.
 
 Gate access: a deploy pipeline sends `Authorization: Bearer $HEALTH_GATE_TOKEN` when that
 environment variable is set; otherwise (or in addition) an authenticated user with
@@ -12,8 +14,18 @@ from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.core.errors import ApplicationError
-from apps.health.selectors import health_spec_gate, health_spec_overview, health_system_status
+from apps.core.api.pagination import DefaultPagination
+from apps.core.errors import ApplicationError, Conflict
+from apps.health.models import HealthSpec
+from apps.health.selectors import (
+    health_spec_gate,
+    health_spec_get,
+    health_spec_list,
+    health_spec_overview,
+    health_system_status,
+    overall_status,
+)
+from apps.health.services import health_spec_apply, health_spec_delete
 from apps.health.views import bearer_token_matches, configured_token
 
 
@@ -75,3 +87,95 @@ class StatusView(APIView):
         overview = health_spec_overview()
         return Response({"status": health_system_status(overview),
                          "specs": {name: status for name, (_, status) in overview.items()}})
+
+
+class SpecPermission(permissions.BasePermission):
+    """view to read; add or change to PUT (create or replace); delete to DELETE."""
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        if request.method in permissions.SAFE_METHODS:
+            return user.has_perm("health.view_healthspec")
+        if request.method == "PUT":
+            return user.has_perm("health.add_healthspec") and user.has_perm("health.change_healthspec")
+        return user.has_perm("health.delete_healthspec")
+
+
+class CheckSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    status = serializers.SerializerMethodField()
+    interval_s = serializers.FloatField()
+    timeout_s = serializers.FloatField()
+    last_duration_ms = serializers.FloatField(allow_null=True)
+    last_run_at = serializers.DateTimeField(allow_null=True)
+
+    def get_status(self, check) -> str:
+        return check.last_status or "pending"
+
+
+class SpecSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    enabled = serializers.BooleanField()
+    status = serializers.SerializerMethodField()
+    managed_by = serializers.CharField()
+    source = serializers.CharField()
+    source_format = serializers.CharField()
+    updated_at = serializers.DateTimeField()
+    checks = CheckSerializer(many=True)
+
+    def get_status(self, spec) -> str:
+        return overall_status(c.last_status for c in spec.checks.all())
+
+
+class SpecApplySerializer(serializers.Serializer):
+    document = serializers.JSONField(help_text="The spec: YAML/JSON text, or a JSON object.")
+    enabled = serializers.BooleanField(required=False)
+
+    def validate_document(self, value):
+        if not isinstance(value, str | dict):
+            raise serializers.ValidationError("Send the document as text (YAML or JSON) or as an object.")
+        return value
+
+
+class SpecListView(APIView):
+    permission_classes = [SpecPermission]
+
+    @extend_schema(responses={200: SpecSerializer(many=True)})
+    def get(self, request):
+        paginator = DefaultPagination()
+        page = paginator.paginate_queryset(health_spec_list(), request, view=self)
+        return paginator.get_paginated_response(SpecSerializer(page, many=True).data)
+
+
+class SpecDetailView(APIView):
+    permission_classes = [SpecPermission]
+
+    @extend_schema(responses={200: SpecSerializer})
+    def get(self, request, name: str):
+        return Response(SpecSerializer(health_spec_get(name=name)).data)
+
+    @extend_schema(request=SpecApplySerializer, responses={200: SpecSerializer, 201: SpecSerializer})
+    def put(self, request, name: str):
+        body = SpecApplySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        _refuse_folder_managed(name)
+        _, action = health_spec_apply(name=name, document=body.validated_data["document"],
+                                      enabled=body.validated_data.get("enabled"))
+        return Response(SpecSerializer(health_spec_get(name=name)).data,
+                        status=201 if action == "created" else 200)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, name: str):
+        _refuse_folder_managed(name)
+        health_spec_delete(spec=health_spec_get(name=name))
+        return Response(status=204)
+
+
+def _refuse_folder_managed(name: str) -> None:
+    # A folder-synced spec would be overwritten (or recreated) by the next sync: change the file instead.
+    folder = HealthSpec.objects.filter(name=name).values_list("managed_by", flat=True).first()
+    if folder:
+        raise Conflict(f"Spec {name!r} is managed by the files in {folder}; change it there.")
