@@ -1,5 +1,6 @@
 """Prometheus metrics of cases: backlog per queue/status, handle time and first-contact
-resolution (from the CaseStats rollup kept by the change-feed consumer), consumer lag."""
+resolution (from the CaseStats rollup kept by the change-feed consumer), proactive-outreach
+experiment groups with their follow-up contacts, consumer lag."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.db.models import Avg, Count, Q
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from apps.cases.models import OPEN_STATUSES, Case, CaseEvent, CaseStats
+from apps.cases.selectors import experiment_impact
 from apps.cases.services import CASE_METRICS_CONSUMER
 from apps.core.feed import feed_lag
 
@@ -52,6 +54,17 @@ def collect() -> Iterable[Metric]:
     yield handle
     yield fcr
     yield resolved
+    deliveries = GaugeMetricFamily("casehub_signal_experiment_deliveries",
+                                   "Deliveries per proactive-outreach experiment group.",
+                                   labels=["experiment", "group"])
+    followups = GaugeMetricFamily("casehub_signal_experiment_followups",
+                                  "Deliveries of the group that later led to a customer-initiated case.",
+                                  labels=["experiment", "group"])
+    for row in experiment_impact():
+        deliveries.add_metric([row["experiment"], row["group"]], row["deliveries"])
+        followups.add_metric([row["experiment"], row["group"]], row["followups"])
+    yield deliveries
+    yield followups
     lag = GaugeMetricFamily("casehub_feed_lag_events", "Case events not yet read by a consumer.",
                             labels=["consumer"])
     lag.add_metric([CASE_METRICS_CONSUMER], feed_lag(CASE_METRICS_CONSUMER, model=CaseEvent))

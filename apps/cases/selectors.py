@@ -36,3 +36,22 @@ def queue_configs_for_signal(signal_type: str) -> QuerySet[QueueConfig]:
     """Active configs that take this signal type (JSONB containment), in a fixed order."""
     return (queue_configs_active().filter(targeting__signal_types__contains=[signal_type])
             .order_by("queue__slug"))
+
+
+def experiment_impact() -> list[dict]:
+    """Per experiment and group: deliveries, and how many later led to a customer-initiated case.
+
+    The follow-up contact rate of treatment vs control is the outreach's impact. A follow-up is a
+    case for the same delivery, created after the signal, that no signal created.
+    """
+    from django.db.models import Count, Exists, OuterRef
+
+    from apps.cases.models import SignalOutcome, Source
+
+    followup = Case.objects.filter(delivery_ref=OuterRef("delivery_ref"),
+                                   created_at__gt=OuterRef("created_at")).exclude(source=Source.SIGNAL)
+    return list(
+        SignalOutcome.objects.exclude(experiment="").values("experiment", "group")
+        .annotate(deliveries=Count("id"), followups=Count("id", filter=Exists(followup)))
+        .order_by("experiment", "group")
+    )

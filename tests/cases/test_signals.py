@@ -138,3 +138,26 @@ def test_concurrent_retries_create_exactly_one_case():
     assert Case.objects.filter(delivery_ref="d-race").count() == 1
     assert SignalOutcome.objects.get(delivery_ref="d-race").received_count == threads_n
     assert CaseEvent.objects.filter(kind="created").count() == 1
+
+
+@pytest.mark.django_db
+def test_experiment_impact_compares_follow_up_contacts(ops_client):
+    from apps.cases import metrics
+    from apps.cases.selectors import experiment_impact
+    from tests.factories.cases import make_case
+
+    queue = late_queue(experiment={"name": "late-2026", "treatment_percent": 50})
+    for n in range(30):
+        ops_client.post(URL, signal(f"d-{n}"), format="json")
+    outcomes = list(SignalOutcome.objects.order_by("delivery_ref"))
+    control = [o for o in outcomes if o.group == "control"]
+    treatment = [o for o in outcomes if o.group == "treatment"]
+    # Customers of two control deliveries and one treatment delivery contact support afterwards.
+    for outcome in control[:2] + treatment[:1]:
+        make_case(queue=queue, delivery_ref=outcome.delivery_ref, source="api", channel="chat")
+    rows = {r["group"]: r for r in experiment_impact()}
+    assert rows["control"]["deliveries"] == len(control) and rows["control"]["followups"] == 2
+    assert rows["treatment"]["deliveries"] == len(treatment) and rows["treatment"]["followups"] == 1
+    families = {f.name: f for f in metrics.collect()}
+    samples = {s.labels["group"]: s.value for s in families["casehub_signal_experiment_followups"].samples}
+    assert samples == {"control": 2, "treatment": 1}
