@@ -1,4 +1,8 @@
-"""Demo health spec "platform": database, Redis, Celery queues, the app's own /healthz, TCP to Redis."""
+"""Demo health spec "platform": database, Redis, Celery queues, the app's own /healthz, TCP to Redis.
+
+The TCP check targets the Redis of the running stack; the embedded Redis picks a free port at
+start, and `make run` seeds on every start, so re-applying the spec keeps that port current.
+"""
 
 from __future__ import annotations
 

@@ -170,6 +170,17 @@ def test_a_check_leased_by_another_runner_is_skipped():
     assert leases.client().get(leases.key(spec.checks.get(name="cache").id)) is None
 
 
+@pytest.mark.django_db
+def test_a_runner_that_died_holding_a_lease_blocks_the_check_only_until_the_lease_expires():
+    spec = HealthSpecFactory(checks=[check_doc("db")])
+    check = spec.checks.get()
+    leases.client().set(leases.key(check.id), "crashed-worker", px=300)  # its process is gone
+    assert health_checks_run_due().ran == 0
+    time.sleep(0.35)
+    assert health_checks_run_due().ran == 1  # nothing orphaned: the next tick picks the check up
+    assert check.results.count() == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_runners_at_once_run_each_check_exactly_once():
     with http_server() as (server, url):
