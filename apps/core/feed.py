@@ -50,14 +50,18 @@ def feed_high_water_mark(model: type[models.Model]) -> int | None:
     key = feed_lock_key(model)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL lock_timeout = {int(FENCE_TIMEOUT_MS)}")
+            # Transaction-local timeout, restored below: a caller's outer transaction keeps its own.
+            cursor.execute("SELECT current_setting('lock_timeout')")
+            previous = cursor.fetchone()[0]
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{int(FENCE_TIMEOUT_MS)}ms"])
             cursor.execute("SELECT pg_advisory_lock(%s)", [key])
             try:
                 # A new statement: its snapshot includes every writer we waited for.
                 cursor.execute(f'SELECT COALESCE(MAX(id), 0) FROM "{model._meta.db_table}"')
                 return cursor.fetchone()[0]
             finally:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+                cursor.execute("SELECT pg_advisory_unlock(%s), set_config('lock_timeout', %s, true)",
+                               [key, previous])
     except OperationalError:
         logger.warning("feed fence busy; skipping this round", extra={"feed": model._meta.db_table})
         return None

@@ -172,3 +172,12 @@ def test_beat_schedule_exists_after_migrate():
 
     task = PeriodicTask.objects.get(task="apps.cases.tasks.case_metrics_rollup")
     assert task.enabled and task.interval.every == 10
+
+
+@pytest.mark.django_db
+def test_fence_leaves_the_callers_lock_timeout_alone():
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL lock_timeout = '7s'")
+        assert feed.feed_high_water_mark(CaseEvent) == 0
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone()[0] == "7s"
