@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
-from apps.core.errors import ApplicationError
+from apps.core.errors import ApplicationError, Conflict
 from apps.health import leases
 from apps.health.checks import REGISTRY, CheckOutcome
 from apps.health.checks.base import CheckContext
@@ -74,12 +74,17 @@ def health_spec_apply(*, name: str, document: str | dict, enabled: bool | None =
           and (enabled is None or enabled == spec.enabled)
           and (managed_by is None or managed_by == spec.managed_by)):
         return spec, "unchanged"
+    resumed = action == "updated" and enabled is True and not spec.enabled
     spec.source, spec.source_format, spec.document = source, fmt, normalised
     if enabled is not None:
         spec.enabled = enabled
     if managed_by is not None:
         spec.managed_by = managed_by
-    spec.save()
+    try:
+        with transaction.atomic():
+            spec.save()
+    except IntegrityError as exc:  # another request created the same name a moment ago
+        raise Conflict(f"Spec {name!r} was just created by someone else; apply again.") from exc
 
     existing = {c.name: c for c in spec.checks.all()} if action == "updated" else {}
     wanted = {c["name"]: c for c in normalised["checks"]}
@@ -96,6 +101,8 @@ def health_spec_apply(*, name: str, document: str | dict, enabled: bool | None =
                 next_run_at=now,
             ))
             continue
+        if resumed:  # back from a pause: run at once, with a fresh grace window
+            current.grace_started_at = current.next_run_at = now
         if _definition(c) != (current.type, current.params):
             current.type, current.params, current.state = c["type"], c["params"], {}
             current.last_status, current.last_duration_ms, current.last_run_at = "", None, None

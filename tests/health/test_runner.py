@@ -104,9 +104,12 @@ def test_run_due_follows_each_checks_interval():
 
 
 @pytest.mark.django_db
-def test_disabled_specs_do_not_run():
-    HealthSpecFactory(checks=[check_doc("db")], enabled=False)
+def test_disabled_specs_do_not_run_and_run_at_once_when_enabled_again():
+    spec = HealthSpecFactory(name="paused", checks=[check_doc("db")], enabled=False)
+    HealthCheck.objects.update(next_run_at=timezone.now() + timedelta(hours=1))
     assert health_checks_run_due().ran == 0
+    health_spec_apply(name="paused", document=spec.document, enabled=True)
+    assert health_checks_run_due().ran == 1
 
 
 @pytest.mark.django_db
