@@ -72,7 +72,9 @@ class HealthSpecAdmin(admin.ModelAdmin):
     @admin.display(description="status")
     def status_badge(self, obj) -> str:
         status = "failure" if obj.n_failing else ("success" if obj.n_completed else "pending")
-        return format_html('<span class="health-status health-{}">{}</span>', status, status)
+        colour = {"failure": "#c62828", "success": "#2e7d32"}.get(status, "#757575")
+        return format_html('<strong class="health-status health-{}" style="color: {}">{}</strong>',
+                           status, colour, status)
 
     def save_model(self, request, obj, form, change):
         spec, _ = services.health_spec_apply(name=obj.name, document=form.cleaned_data["source"],
