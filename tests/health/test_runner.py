@@ -288,3 +288,36 @@ def test_losing_the_lease_mid_run_discards_the_result_and_closes_the_stream(tmp_
     assert not stolen.results.exists() and stolen.state == {} and stolen.id not in STREAMS
     # The other runner's lease is left alone.
     assert leases.client().get(leases.key(stolen.id)) == b"another-runner"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_log_being_written_while_checks_run_counts_every_line_once(tmp_path, stream):
+    log = tmp_path / "app.log"
+    log.write_text("")
+    params = {"path": str(log), "pattern": "ERROR", "threshold": 10_000, "window_s": 3600,
+              "start": "beginning", "stream": stream}
+    spec = HealthSpecFactory(checks=[check_doc("errors", "log_grep", params=params)])
+    written = threading.Event()
+
+    def writer():
+        with log.open("a") as f:
+            for i in range(400):
+                # Lines are written in two halves, so runs often see a half-written line.
+                f.write(f"{'ERROR' if i % 2 else 'INFO'} line {i} ")
+                f.flush()
+                f.write("end\n")
+                f.flush()
+                if i % 50 == 0:
+                    time.sleep(0.01)
+        written.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while not written.is_set():
+        health_spec_run(spec_id=spec.id)
+    thread.join()
+    health_spec_run(spec_id=spec.id)
+    check = spec.checks.get()
+    assert check.results.first().message.startswith("200 match")
+    assert check.state["offset"] == log.stat().st_size
