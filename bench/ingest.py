@@ -48,20 +48,36 @@ def run(stores_n: int, items_n: int, naive_n: int) -> dict:
     catalog = []
     for n in range(items_n):
         weighted = n % 10 == 0
-        catalog.append(CatalogItem(merchant=merchant, sku=f"SKU-{n:07d}", name=f"Item {n}", brand="Brand",
-                                   category=categories[n % len(categories)], unit=Unit.KG if weighted else Unit.EACH,
-                                   average_weight=0.5 + (n % 5) / 10 if weighted else None))
+        catalog.append(
+            CatalogItem(
+                merchant=merchant,
+                sku=f"SKU-{n:07d}",
+                name=f"Item {n}",
+                brand="Brand",
+                category=categories[n % len(categories)],
+                unit=Unit.KG if weighted else Unit.EACH,
+                average_weight=0.5 + (n % 5) / 10 if weighted else None,
+            )
+        )
     CatalogItem.objects.bulk_create(catalog, batch_size=5000)
     del catalog
     PriceGuardrail.objects.create(category="household", ceiling_cents=20_000)
-    stores = Store.objects.bulk_create([Store(merchant=merchant, external_id=f"s{n}", name=f"Store {n}",
-                                              price_markup_bps=150) for n in range(stores_n + 12)])
-    feed_stores, raw_stores, naive_store = stores[:stores_n], stores[stores_n:stores_n + 10], stores[-1]
+    stores = Store.objects.bulk_create(
+        [
+            Store(merchant=merchant, external_id=f"s{n}", name=f"Store {n}", price_markup_bps=150)
+            for n in range(stores_n + 12)
+        ]
+    )
+    feed_stores, raw_stores, naive_store = stores[:stores_n], stores[stores_n : stores_n + 10], stores[-1]
 
     items = []
     for n in range(items_n):
-        item = {"sku": f"SKU-{n:07d}", "available": n % 50 != 0, "quantity": rng.randint(0, 40),
-                "aisle": f"{n % 20}{'ABCD'[n % 4]}"}
+        item = {
+            "sku": f"SKU-{n:07d}",
+            "available": n % 50 != 0,
+            "quantity": rng.randint(0, 40),
+            "aisle": f"{n % 20}{'ABCD'[n % 4]}",
+        }
         if n % 10 == 0:
             item["unit_price"] = round(rng.uniform(1, 20), 2)
         else:
@@ -74,20 +90,28 @@ def run(stores_n: int, items_n: int, naive_n: int) -> dict:
     del items
 
     # --- full pipeline, one whole-store run after another
+    # Tables hold statistics in production (autovacuum); give the fresh catalog its own.
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
     rss_by_stores: dict[str, float] = {}
     process_s = submit_s = 0.0
-    with CaptureQueriesContext(connection) as queries:
-        for n, store in enumerate(feed_stores, start=1):
-            t0 = time.perf_counter()
-            run_obj = services.feed_submit_json(store=store, body=body, enqueue=False)
-            t1 = time.perf_counter()
+    statements = 0
+    for n, store in enumerate(feed_stores, start=1):
+        t0 = time.perf_counter()
+        run_obj = services.feed_submit_json(store=store, body=body, enqueue=False)
+        t1 = time.perf_counter()
+        with CaptureQueriesContext(connection) as queries:
             assert services.ingestion_run_process(run_id=run_obj.pk) == "succeeded"
-            t2 = time.perf_counter()
-            submit_s += t1 - t0
-            process_s += t2 - t1
-            if n in (1, 2, 5, 10, 25, 50) or n == stores_n:
-                rss_by_stores[str(n)] = round(_rss_mb(), 1)
-    statements = len(queries)
+        t2 = time.perf_counter()
+        # Statements sent by the run (COPY included); BEGIN/COMMIT are transaction control.
+        statements += sum(1 for q in queries if q["sql"] not in ("BEGIN", "COMMIT"))
+        submit_s += t1 - t0
+        process_s += t2 - t1
+        if n in (1, 2, 5, 10, 25, 50) or n == stores_n:
+            rss_by_stores[str(n)] = round(_rss_mb(), 1)
+        if n == 1:
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE inventory_inventoryitem")  # what autovacuum does after a bulk load
     items_total = stores_n * items_n
     first = IngestionRun.objects.filter(store__in=feed_stores).order_by("id").first()
 
@@ -102,9 +126,21 @@ def run(stores_n: int, items_n: int, naive_n: int) -> dict:
     assert last.unchanged == last.received - last.rejected, "re-feed was not a no-op"
 
     # --- raw COPY + INSERT ON CONFLICT of the same rows (the pipeline's output, precomputed)
-    rows = InventoryItem.objects.filter(store=feed_stores[0]).order_by("sku").values_list(
-        "sku", "price_cents", "is_available", "display_status", "status_reason", "held_price_cents", "oos_score",
-        "attributes", "fingerprint")
+    rows = (
+        InventoryItem.objects.filter(store=feed_stores[0])
+        .order_by("sku")
+        .values_list(
+            "sku",
+            "price_cents",
+            "is_available",
+            "display_status",
+            "status_reason",
+            "held_price_cents",
+            "oos_score",
+            "attributes",
+            "fingerprint",
+        )
+    )
     rows = [(*row[:7], json.dumps(row[7]), row[8]) for row in rows]
     raw_sql = """
         INSERT INTO inventory_inventoryitem AS t (store_id, sku, price_cents, is_available, display_status,
@@ -114,20 +150,23 @@ def run(stores_n: int, items_n: int, naive_n: int) -> dict:
         ON CONFLICT (store_id, sku) DO UPDATE SET price_cents = EXCLUDED.price_cents,
             is_available = EXCLUDED.is_available, display_status = EXCLUDED.display_status,
             status_reason = EXCLUDED.status_reason, held_price_cents = EXCLUDED.held_price_cents,
-            oos_score = EXCLUDED.oos_score, attributes = EXCLUDED.attributes, fingerprint = EXCLUDED.fingerprint,
+            oos_score = EXCLUDED.oos_score, attributes = EXCLUDED.attributes,
+            fingerprint = EXCLUDED.fingerprint,
             updated_at = EXCLUDED.updated_at
     """
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMP TABLE bench_stage (sku text, price_cents int, is_available bool, "
-                       "display_status text, status_reason text, held_price_cents int, oos_score float8, "
-                       "attributes jsonb, fingerprint bigint) ON COMMIT DELETE ROWS")
-    raw_stores = raw_stores[:max(1, min(10, stores_n))]
+        cursor.execute(
+            "CREATE TEMP TABLE bench_stage (sku text, price_cents int, is_available bool, "
+            "display_status text, status_reason text, held_price_cents int, oos_score float8, "
+            "attributes jsonb, fingerprint bigint) ON COMMIT DELETE ROWS"
+        )
+    raw_stores = raw_stores[: max(1, min(10, stores_n))]
     t0 = time.perf_counter()
     for store in raw_stores:
         for start in range(0, len(rows), 1000):
             with transaction.atomic(), connection.cursor() as cursor:
                 with cursor.copy("COPY bench_stage FROM STDIN") as copy:
-                    for row in rows[start:start + 1000]:
+                    for row in rows[start : start + 1000]:
                         copy.write_row(row)
                 cursor.execute(raw_sql, [store.pk])
     raw_s = time.perf_counter() - t0
@@ -145,10 +184,15 @@ def run(stores_n: int, items_n: int, naive_n: int) -> dict:
             continue
         cents = round(price * 100 * (entry.average_weight or 1) * 1.015)
         InventoryItem.objects.update_or_create(
-            store=naive_store, sku=item["sku"],
-            defaults={"price_cents": cents, "is_available": item.get("available", True),
-                      "display_status": pipeline.SHOWN, "attributes": {"quantity": item.get("quantity")},
-                      "updated_at": timezone.now()},
+            store=naive_store,
+            sku=item["sku"],
+            defaults={
+                "price_cents": cents,
+                "is_available": item.get("available", True),
+                "display_status": pipeline.SHOWN,
+                "attributes": {"quantity": item.get("quantity")},
+                "updated_at": timezone.now(),
+            },
         )
     naive_s = time.perf_counter() - t0
 
@@ -170,8 +214,12 @@ def run(stores_n: int, items_n: int, naive_n: int) -> dict:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "rss_mb_by_stores_done": rss_by_stores,
         "rss_growth_mb_after_first_store": round(rss_values[-1] - rss_values[0], 1),
-        "run_counts_first_store": {"created": first.created, "rejected": first.rejected, "held": first.held,
-                                   "predicted_oos": first.predicted_oos},
+        "run_counts_first_store": {
+            "created": first.created,
+            "rejected": first.rejected,
+            "held": first.held,
+            "predicted_oos": first.predicted_oos,
+        },
         "mode": "in-process service (what the Celery task calls), no broker",
     }
 

@@ -37,12 +37,18 @@ def progress_bar(run: IngestionRun) -> str:
         '<div class="inventory-progress" title="{} of {} items" style="width:120px;background:#eee;'
         'border:1px solid #ccc;height:12px;display:inline-block;vertical-align:middle">'
         '<div style="width:{}%;background:{};height:100%"></div></div> {}%',
-        run.items_done, run.items_total, pct, color, pct,
+        run.items_done,
+        run.items_total,
+        pct,
+        color,
+        pct,
     )
 
 
 class CsvUploadForm(forms.Form):
-    file = forms.FileField(help_text="CSV with columns sku, available, price or unit_price; optional quantity, aisle.")
+    file = forms.FileField(
+        help_text="CSV with columns sku, available, price or unit_price; optional quantity, aisle."
+    )
 
 
 class ItemLookupForm(forms.Form):
@@ -51,24 +57,35 @@ class ItemLookupForm(forms.Form):
 
 @admin.register(Store)
 class StoreAdmin(admin.ModelAdmin):
-    list_display = ["name", "external_id", "merchant", "price_markup_bps", "max_price_ratio", "sla_seconds",
-                    "tools"]
+    list_display = [
+        "name",
+        "external_id",
+        "merchant",
+        "price_markup_bps",
+        "max_price_ratio",
+        "sla_seconds",
+        "tools",
+    ]
     list_select_related = ["merchant"]
     search_fields = ["name", "external_id", "merchant__external_id"]
     raw_id_fields = ["merchant"]
 
     @admin.display(description="tools")
     def tools(self, store: Store) -> str:
-        return format_html('<a href="{}">Upload CSV</a> · <a href="{}">Why is an item not shown?</a>',
-                           reverse("admin:inventory_store_csv_upload", args=[store.pk]),
-                           reverse("admin:inventory_store_item_lookup", args=[store.pk]))
+        return format_html(
+            '<a href="{}">Upload CSV</a> · <a href="{}">Why is an item not shown?</a>',
+            reverse("admin:inventory_store_csv_upload", args=[store.pk]),
+            reverse("admin:inventory_store_item_lookup", args=[store.pk]),
+        )
 
     def get_urls(self):
         wrap = self.admin_site.admin_view
         return [
             path("review-queue/", wrap(self.review_queue_view), name="inventory_review_queue"),
             path("<int:store_id>/csv-upload/", wrap(self.csv_upload_view), name="inventory_store_csv_upload"),
-            path("<int:store_id>/item-lookup/", wrap(self.item_lookup_view), name="inventory_store_item_lookup"),
+            path(
+                "<int:store_id>/item-lookup/", wrap(self.item_lookup_view), name="inventory_store_item_lookup"
+            ),
             *super().get_urls(),
         ]
 
@@ -91,20 +108,24 @@ class StoreAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
             try:
-                if upload.size > services.conf.csv_max_bytes():
-                    raise ApplicationError("File too large.", errors={"file": [
-                        f"The file is {upload.size} bytes; the limit is {services.conf.csv_max_bytes()} bytes."]})
-                run = services.feed_submit_csv(store=store, name=upload.name, content_type=upload.content_type,
-                                               body=upload.read())
+                services.csv_upload_check_size(size=upload.size)
+                run = services.feed_submit_csv(
+                    store=store, name=upload.name, content_type=upload.content_type, body=upload.read()
+                )
             except ApplicationError as exc:
                 for field, errors in exc.errors.items():
                     for error in errors:
                         form.add_error(field if field in form.fields else None, error)
             else:
-                self.message_user(request, f"Feed accepted: run {run.pk} with {run.items_total} rows is queued.")
+                self.message_user(
+                    request, f"Feed accepted: run {run.pk} with {run.items_total} rows is queued."
+                )
                 return HttpResponseRedirect(reverse("admin:inventory_ingestionrun_change", args=[run.pk]))
-        return TemplateResponse(request, "admin/inventory/csv_upload.html",
-                                self._context(request, f"Upload a CSV feed for {store}", store=store, form=form))
+        return TemplateResponse(
+            request,
+            "admin/inventory/csv_upload.html",
+            self._context(request, f"Upload a CSV feed for {store}", store=store, form=form),
+        )
 
     def item_lookup_view(self, request, store_id: int):
         if not request.user.has_perm("inventory.view_inventoryitem"):
@@ -112,8 +133,13 @@ class StoreAdmin(admin.ModelAdmin):
         store = self._store(store_id)
         form = ItemLookupForm(request.GET or None)
         answer = selectors.item_status(store=store, sku=form.cleaned_data["sku"]) if form.is_valid() else None
-        return TemplateResponse(request, "admin/inventory/item_lookup.html", self._context(
-            request, f"Why is an item not shown? — {store}", store=store, form=form, answer=answer))
+        return TemplateResponse(
+            request,
+            "admin/inventory/item_lookup.html",
+            self._context(
+                request, f"Why is an item not shown? — {store}", store=store, form=form, answer=answer
+            ),
+        )
 
     def review_queue_view(self, request):
         if not request.user.has_perm("inventory.view_inventoryitem"):
@@ -135,9 +161,16 @@ class StoreAdmin(admin.ModelAdmin):
                 self.message_user(request, f"Rejected {count} held price(s).", level=messages.WARNING)
             return HttpResponseRedirect(request.get_full_path())
         page = Paginator(selectors.held_items(), 100).get_page(request.GET.get("p"))
-        return TemplateResponse(request, "admin/inventory/review_queue.html", self._context(
-            request, "Held prices to review", page=page,
-            can_change=request.user.has_perm("inventory.change_inventoryitem")))
+        return TemplateResponse(
+            request,
+            "admin/inventory/review_queue.html",
+            self._context(
+                request,
+                "Held prices to review",
+                page=page,
+                can_change=request.user.has_perm("inventory.change_inventoryitem"),
+            ),
+        )
 
 
 @admin.register(PriceGuardrail)
@@ -160,18 +193,60 @@ class CatalogItemAdmin(admin.ModelAdmin):
 
 @admin.register(IngestionRun)
 class IngestionRunAdmin(admin.ModelAdmin):
-    list_display = ["id", "store", "source", "status", "progress", "received", "created", "updated", "unchanged",
-                    "rejected", "held", "predicted_oos", "duration_s", "sla_met", "attempts", "heartbeat_at"]
+    list_display = [
+        "id",
+        "store",
+        "source",
+        "status",
+        "progress",
+        "received",
+        "created",
+        "updated",
+        "unchanged",
+        "rejected",
+        "held",
+        "predicted_oos",
+        "duration_s",
+        "sla_met",
+        "attempts",
+        "heartbeat_at",
+    ]
     list_select_related = ["store"]
     list_filter = ["status", "source", "sla_met"]
     search_fields = ["=id", "store__name", "store__external_id"]
     actions = ["requeue"]
     readonly_fields = ["progress"]
-    fields = ["store", "source", "status", "progress", "attempts", "max_attempts", "batch_size", "batches_done",
-              "items_total", "items_done", "received", "created", "updated", "unchanged", "rejected",
-              "rejected_by_reason", "held", "predicted_oos", "prediction", "heartbeat_at", "created_at",
-              "started_at", "finished_at", "duration_s", "sla_met", "error", "payload_path", "payload_bytes",
-              "payload_expires_at"]
+    fields = [
+        "store",
+        "source",
+        "status",
+        "progress",
+        "attempts",
+        "max_attempts",
+        "batch_size",
+        "batches_done",
+        "items_total",
+        "items_done",
+        "received",
+        "created",
+        "updated",
+        "unchanged",
+        "rejected",
+        "rejected_by_reason",
+        "held",
+        "predicted_oos",
+        "prediction",
+        "heartbeat_at",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "duration_s",
+        "sla_met",
+        "error",
+        "payload_path",
+        "payload_bytes",
+        "payload_expires_at",
+    ]
     show_full_result_count = False
 
     @admin.display(description="progress")
@@ -195,11 +270,26 @@ class IngestionRunAdmin(admin.ModelAdmin):
 
 @admin.register(OosModel)
 class OosModelAdmin(admin.ModelAdmin):
-    list_display = ["version", "algorithm", "held_out_accuracy", "train_samples", "test_samples", "is_current",
-                    "created_at"]
+    list_display = [
+        "version",
+        "algorithm",
+        "held_out_accuracy",
+        "train_samples",
+        "test_samples",
+        "is_current",
+        "created_at",
+    ]
     exclude = ["blob"]
-    readonly_fields = ["version", "algorithm", "features", "train_samples", "test_samples", "accuracy",
-                       "is_current", "created_at"]
+    readonly_fields = [
+        "version",
+        "algorithm",
+        "features",
+        "train_samples",
+        "test_samples",
+        "accuracy",
+        "is_current",
+        "created_at",
+    ]
 
     @admin.display(description="accuracy (held-out)", ordering="accuracy")
     def held_out_accuracy(self, model: OosModel) -> str:
@@ -209,8 +299,10 @@ class OosModelAdmin(admin.ModelAdmin):
         return False
 
     def get_urls(self):
-        return [path("train/", self.admin_site.admin_view(self.train_view), name="inventory_oosmodel_train"),
-                *super().get_urls()]
+        return [
+            path("train/", self.admin_site.admin_view(self.train_view), name="inventory_oosmodel_train"),
+            *super().get_urls(),
+        ]
 
     def train_view(self, request):
         if request.method != "POST" or not request.user.has_perm("inventory.add_oosmodel"):

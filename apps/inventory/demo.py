@@ -30,19 +30,33 @@ ITEMS = 1000
 
 def _catalog(merchant: Merchant) -> list[str]:
     skus = [f"{merchant.external_id.upper()}-{n:05d}" for n in range(ITEMS)]
-    CatalogItem.objects.bulk_create([
-        CatalogItem(merchant=merchant, sku=sku, name=f"{CATEGORIES[n % 7].title()} item {n}", brand="Demo",
-                    category=CATEGORIES[n % 7], unit=Unit.KG if n % 7 == 0 else Unit.EACH,
-                    average_weight=0.4 + n % 5 / 10 if n % 7 == 0 else None)
-        for n, sku in enumerate(skus)
-    ], ignore_conflicts=True)
+    CatalogItem.objects.bulk_create(
+        [
+            CatalogItem(
+                merchant=merchant,
+                sku=sku,
+                name=f"{CATEGORIES[n % 7].title()} item {n}",
+                brand="Demo",
+                category=CATEGORIES[n % 7],
+                unit=Unit.KG if n % 7 == 0 else Unit.EACH,
+                average_weight=0.4 + n % 5 / 10 if n % 7 == 0 else None,
+            )
+            for n, sku in enumerate(skus)
+        ],
+        ignore_conflicts=True,
+    )
     return skus
 
 
 def _feed(skus: list[str], rng: random.Random) -> list[dict]:
     items = []
     for n, sku in enumerate(skus):
-        item = {"sku": sku, "available": n % 40 != 0, "quantity": rng.randint(0, 30), "aisle": f"{n % 12 + 1}"}
+        item = {
+            "sku": sku,
+            "available": n % 40 != 0,
+            "quantity": rng.randint(0, 30),
+            "aisle": f"{n % 12 + 1}",
+        }
         item["unit_price" if n % 7 == 0 else "price"] = round(rng.uniform(0.5, 15), 2)
         items.append(item)
     del items[5]["available"], items[5]["price"]  # one malformed item, rejected with its reason
@@ -56,21 +70,30 @@ def _ingest(store: Store, items: list[dict]) -> None:
 
 def seed(*, progress: Progress) -> dict[str, int]:
     for category, ceiling in (("alcohol", 30_000), ("household", 20_000)):
-        PriceGuardrail.objects.get_or_create(store=None, category=category, defaults={"ceiling_cents": ceiling})
+        PriceGuardrail.objects.get_or_create(
+            store=None, category=category, defaults={"ceiling_cents": ceiling}
+        )
     rng = random.Random(42)
     merchants = list(Merchant.objects.filter(external_id__in=MERCHANTS).order_by("external_id"))
     for n, merchant in enumerate(progress.iter(merchants, desc="inventory")):
         skus = _catalog(merchant)
-        store, _ = Store.objects.get_or_create(merchant=merchant, external_id=f"{merchant.external_id}-main",
-                                               defaults={"name": f"{merchant.name} — Main St",
-                                                         "price_markup_bps": 100 * n})
+        store, _ = Store.objects.get_or_create(
+            merchant=merchant,
+            external_id=f"{merchant.external_id}-main",
+            defaults={"name": f"{merchant.name} — Main St", "price_markup_bps": 100 * n},
+        )
         if not IngestionRun.objects.filter(store=store).exists():
             items = _feed(skus, rng)
             _ingest(store, items)
             if n == 0:
                 # A later feed with two prices 20x up: held for the review queue.
-                _ingest(store, [dict(items[1], price=items[1]["price"] * 20),
-                                dict(items[2], price=items[2]["price"] * 20)])
+                _ingest(
+                    store,
+                    [
+                        dict(items[1], price=items[1]["price"] * 20),
+                        dict(items[2], price=items[2]["price"] * 20),
+                    ],
+                )
                 _signals(store, skus, rng)
     if not OosModel.objects.exists() and ShopperSignal.objects.count() >= 40:
         services.oos_model_train()
@@ -87,12 +110,21 @@ def seed(*, progress: Progress) -> dict[str, int]:
 
 def _signals(store: Store, skus: list[str], rng: random.Random) -> None:
     start = timezone.now() - timedelta(days=2)
-    unavailable = set(InventoryItem.objects.filter(store=store, is_available=False).values_list("sku", flat=True))
+    unavailable = set(
+        InventoryItem.objects.filter(store=store, is_available=False).values_list("sku", flat=True)
+    )
     rows = []
     for i in range(400):
         sku = skus[rng.randrange(len(skus)) if i % 4 else rng.randrange(0, len(skus), 40)]
         available = sku not in unavailable
-        rows.append(ShopperSignal(store=store, sku=sku, found=rng.random() < (0.9 if available else 0.15),
-                                  merchant_available=available, hours_since_in_stock=0.0 if available else 24.0,
-                                  created_at=start + timedelta(minutes=5 * i)))
+        rows.append(
+            ShopperSignal(
+                store=store,
+                sku=sku,
+                found=rng.random() < (0.9 if available else 0.15),
+                merchant_available=available,
+                hours_since_in_stock=0.0 if available else 24.0,
+                created_at=start + timedelta(minutes=5 * i),
+            )
+        )
     ShopperSignal.objects.bulk_create(rows)

@@ -11,8 +11,9 @@ from apps.inventory.models import DisplayStatus, IngestionRun, InventoryItem, Ru
 
 
 def collect() -> Iterable[Metric]:
-    processed = CounterMetricFamily("casehub_inventory_items_processed", "Feed items processed by ingestion runs.",
-                                    labels=["source"])
+    processed = CounterMetricFamily(
+        "casehub_inventory_items_processed", "Feed items processed by ingestion runs.", labels=["source"]
+    )
     for row in IngestionRun.objects.values("source").annotate(n=Sum("items_done")).order_by("source"):
         processed.add_metric([row["source"]], row["n"] or 0)
     yield processed
@@ -23,15 +24,28 @@ def collect() -> Iterable[Metric]:
         runs.add_metric([status], counts.get(status, 0))
     yield runs
 
-    yield GaugeMetricFamily("casehub_inventory_held_items", "Items whose price is held for review.",
-                            value=InventoryItem.objects.filter(display_status=DisplayStatus.HELD).count())
+    yield GaugeMetricFamily(
+        "casehub_inventory_held_items",
+        "Items whose price is held for review.",
+        value=InventoryItem.objects.filter(display_status=DisplayStatus.HELD).count(),
+    )
 
-    duration = GaugeMetricFamily("casehub_inventory_last_run_duration_seconds",
-                                 "Duration of the last finished run of each store.", labels=["store"])
-    sla = GaugeMetricFamily("casehub_inventory_last_run_sla_met",
-                            "1 if the last finished run of the store met its SLA.", labels=["store"])
-    last_runs = (IngestionRun.objects.filter(status=RunStatus.SUCCEEDED).order_by("store_id", "-id")
-                 .distinct("store_id").values_list("store_id", "duration_s", "sla_met"))
+    duration = GaugeMetricFamily(
+        "casehub_inventory_last_run_duration_seconds",
+        "Duration of the last finished run of each store.",
+        labels=["store"],
+    )
+    sla = GaugeMetricFamily(
+        "casehub_inventory_last_run_sla_met",
+        "1 if the last finished run of the store met its SLA.",
+        labels=["store"],
+    )
+    last_runs = (
+        IngestionRun.objects.filter(status=RunStatus.SUCCEEDED)
+        .order_by("store_id", "-id")
+        .distinct("store_id")
+        .values_list("store_id", "duration_s", "sla_met")
+    )
     for store_id, seconds, met in last_runs:
         duration.add_metric([str(store_id)], seconds or 0.0)
         sla.add_metric([str(store_id)], 1.0 if met else 0.0)

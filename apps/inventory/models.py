@@ -13,8 +13,9 @@ from django.db.models import Q
 
 class Store(models.Model):
     # db_index=False on foreign keys led by a composite index or key: that index serves them.
-    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.CASCADE, related_name="stores",
-                                 db_index=False)
+    merchant = models.ForeignKey(
+        "merchants.Merchant", on_delete=models.CASCADE, related_name="stores", db_index=False
+    )
     external_id = models.CharField(max_length=64)
     name = models.CharField(max_length=200)
     # Store pricing config, fetched once per run: a markup in basis points (250 = +2.5 %).
@@ -30,7 +31,9 @@ class Store(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["merchant", "external_id"], name="store_unique_external_id"),
             models.CheckConstraint(condition=Q(max_price_ratio__gt=1), name="store_max_price_ratio_gt_1"),
-            models.CheckConstraint(condition=Q(price_markup_bps__gt=-10000), name="store_markup_gt_minus_100pct"),
+            models.CheckConstraint(
+                condition=Q(price_markup_bps__gt=-10000), name="store_markup_gt_minus_100pct"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -40,18 +43,21 @@ class Store(models.Model):
 class PriceGuardrail(models.Model):
     """Bounds for one category, for one store or (store empty) for every store."""
 
-    store = models.ForeignKey(Store, null=True, blank=True, on_delete=models.CASCADE, related_name="guardrails",
-                              db_index=False)
+    store = models.ForeignKey(
+        Store, null=True, blank=True, on_delete=models.CASCADE, related_name="guardrails", db_index=False
+    )
     category = models.CharField(max_length=100)
     max_ratio = models.FloatField(null=True, blank=True, help_text="Overrides the store's ratio.")
     ceiling_cents = models.PositiveIntegerField(null=True, blank=True, help_text="Absolute price ceiling.")
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["store", "category"], name="guardrail_unique_store_category",
-                                    nulls_distinct=False),
-            models.CheckConstraint(condition=Q(max_ratio__isnull=True) | Q(max_ratio__gt=1),
-                                   name="guardrail_max_ratio_gt_1"),
+            models.UniqueConstraint(
+                fields=["store", "category"], name="guardrail_unique_store_category", nulls_distinct=False
+            ),
+            models.CheckConstraint(
+                condition=Q(max_ratio__isnull=True) | Q(max_ratio__gt=1), name="guardrail_max_ratio_gt_1"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -67,8 +73,9 @@ class Unit(models.TextChoices):
 class CatalogItem(models.Model):
     """Business-wide attributes of a SKU, shared by every store of the merchant."""
 
-    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.CASCADE, related_name="catalog",
-                                 db_index=False)
+    merchant = models.ForeignKey(
+        "merchants.Merchant", on_delete=models.CASCADE, related_name="catalog", db_index=False
+    )
     sku = models.CharField(max_length=64)
     name = models.CharField(max_length=200)
     brand = models.CharField(max_length=100, blank=True)
@@ -82,7 +89,8 @@ class CatalogItem(models.Model):
             # Also the index of the per-run catalog fetch (merchant_id, sku = ANY(...)).
             models.UniqueConstraint(fields=["merchant", "sku"], name="catalog_unique_merchant_sku"),
             models.CheckConstraint(
-                condition=Q(unit="each") | Q(average_weight__gt=0), name="catalog_weighted_has_weight",
+                condition=Q(unit="each") | Q(average_weight__gt=0),
+                name="catalog_weighted_has_weight",
             ),
         ]
 
@@ -128,13 +136,18 @@ class InventoryItem(models.Model):
     class Meta:
         indexes = [
             # Review queue: held items across stores (a small subset of the table).
-            models.Index(fields=["store", "sku"], name="inventory_item_held", condition=Q(display_status="held")),
+            models.Index(
+                fields=["store", "sku"], name="inventory_item_held", condition=Q(display_status="held")
+            ),
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(price_cents__gte=0) | Q(price_cents__isnull=True),
-                                   name="item_price_gte_0"),
-            models.CheckConstraint(condition=~Q(display_status="held") | Q(held_price_cents__isnull=False),
-                                   name="item_held_has_price"),
+            models.CheckConstraint(
+                condition=Q(price_cents__gte=0) | Q(price_cents__isnull=True), name="item_price_gte_0"
+            ),
+            models.CheckConstraint(
+                condition=~Q(display_status="held") | Q(held_price_cents__isnull=False),
+                name="item_held_has_price",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -194,17 +207,23 @@ class IngestionRun(models.Model):
             # Recent runs of a store (API, admin, metrics "last run per store").
             models.Index(fields=["store", "-id"], name="inventory_run_store_recent"),
             # Stale-heartbeat detection scans only unfinished runs.
-            models.Index(fields=["heartbeat_at"], name="inventory_run_unfinished",
-                         condition=Q(status__in=["queued", "running"])),
+            models.Index(
+                fields=["heartbeat_at"],
+                name="inventory_run_unfinished",
+                condition=Q(status__in=["queued", "running"]),
+            ),
             # TTL purge of raw payloads still on disk.
-            models.Index(fields=["payload_expires_at"], name="inventory_run_payload_ttl",
-                         condition=~Q(payload_path="")),
+            models.Index(
+                fields=["payload_expires_at"], name="inventory_run_payload_ttl", condition=~Q(payload_path="")
+            ),
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(items_done__lte=models.F("items_total")),
-                                   name="run_items_done_lte_total"),
-            models.CheckConstraint(condition=Q(attempts__lte=models.F("max_attempts")),
-                                   name="run_attempts_lte_max"),
+            models.CheckConstraint(
+                condition=Q(items_done__lte=models.F("items_total")), name="run_items_done_lte_total"
+            ),
+            models.CheckConstraint(
+                condition=Q(attempts__lte=models.F("max_attempts")), name="run_attempts_lte_max"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -219,8 +238,9 @@ class ItemRejection(models.Model):
     """Per-item rejection log (append-only, TTL-purged): "why is this SKU not shown?"."""
 
     # No FK constraint: the log is append-only and purged by age, not kept consistent with stores.
-    store = models.ForeignKey(Store, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False,
-                              db_index=False)
+    store = models.ForeignKey(
+        Store, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
     sku = models.CharField(max_length=64)
     run_id = models.BigIntegerField()
     reason = models.CharField(max_length=200)
@@ -233,6 +253,9 @@ class ItemRejection(models.Model):
             # TTL purge.
             models.Index(fields=["created_at"], name="inventory_rejection_created"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.store_id}/{self.sku}: {self.reason}"
 
 
 class ShopperSignal(models.Model):
@@ -254,6 +277,9 @@ class ShopperSignal(models.Model):
             models.Index(fields=["created_at"], name="inventory_signal_created"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.store_id}/{self.sku}: {'found' if self.found else 'not found'}"
+
 
 class OosModel(models.Model):
     """A trained out-of-stock classifier version (joblib bytes) and its held-out accuracy."""
@@ -271,8 +297,9 @@ class OosModel(models.Model):
     class Meta:
         ordering = ["-version"]
         constraints = [
-            models.UniqueConstraint(fields=["is_current"], condition=Q(is_current=True),
-                                    name="oosmodel_one_current"),
+            models.UniqueConstraint(
+                fields=["is_current"], condition=Q(is_current=True), name="oosmodel_one_current"
+            ),
         ]
 
     def __str__(self) -> str:

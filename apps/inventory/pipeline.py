@@ -225,10 +225,8 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
         pending.append((sku, cents, available, held, attrs, prior, entry.fingerprint))
     out.received = received
 
-    if pending:
-        scores = np.round(ctx.predictor(np.asarray(features, dtype=np.float64)), 2).tolist()
-    else:
-        scores = []
+    # One vectorised model call per batch, not one per item.
+    scores = np.round(ctx.predictor(np.asarray(features, dtype=np.float64)), 2).tolist() if pending else []
     run_id = ctx.run_id
     for (sku, cents, available, held, attrs, prior, prior_fp), score in zip(pending, scores, strict=True):
         if score >= OOS_THRESHOLD:
@@ -239,8 +237,12 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
         elif not available:
             status, detail, published, held_cents = UNAVAILABLE, "merchant reports unavailable", cents, None
         elif score >= OOS_THRESHOLD:
-            status, detail, published, held_cents = PREDICTED_OOS, f"predicted out of stock (score {score:.2f})", \
-                cents, None
+            status, detail, published, held_cents = (
+                PREDICTED_OOS,
+                f"predicted out of stock (score {score:.2f})",
+                cents,
+                None,
+            )
         else:
             status, detail, published, held_cents = SHOWN, "", cents, None
         # The digest leaves out the run number, so re-feeding a held item does not rewrite it.

@@ -40,34 +40,56 @@ def store_runs(*, store: Store) -> QuerySet[IngestionRun]:
 
 def held_items() -> QuerySet[InventoryItem]:
     """The ops review queue (served by the partial index on held items)."""
-    return (InventoryItem.objects.filter(display_status=DisplayStatus.HELD)
-            .select_related("store", "store__merchant").order_by("store_id", "sku"))
+    return (
+        InventoryItem.objects.filter(display_status=DisplayStatus.HELD)
+        .select_related("store", "store__merchant")
+        .order_by("store_id", "sku")
+    )
 
 
 def item_status(*, store: Store, sku: str) -> dict:
     """Why is this SKU shown or not in this store? Two indexed lookups, any store and SKU."""
     item = InventoryItem.objects.filter(store=store, sku=sku).first()
-    rejection = (ItemRejection.objects.filter(store=store, sku=sku).order_by("-created_at")
-                 .values("run_id", "reason", "created_at").first())
+    rejection = (
+        ItemRejection.objects.filter(store=store, sku=sku)
+        .order_by("-created_at")
+        .values("run_id", "reason", "created_at")
+        .first()
+    )
     answer: dict = {"store_id": store.pk, "sku": sku, "last_rejection": rejection}
     if item is None:
         if rejection is None:
-            answer.update(display_status="unknown", reason="not shown: no feed of this store listed this SKU",
-                          shown=False)
+            answer.update(
+                display_status="unknown",
+                reason="not shown: no feed of this store listed this SKU",
+                shown=False,
+            )
         else:
-            answer.update(display_status=DisplayStatus.REJECTED,
-                          reason=f"rejected: {rejection['reason']} (run {rejection['run_id']})", shown=False)
+            answer.update(
+                display_status=DisplayStatus.REJECTED,
+                reason=f"rejected: {rejection['reason']} (run {rejection['run_id']})",
+                shown=False,
+            )
         return answer
     reason = item.status_reason
     if rejection is not None and rejection["created_at"] >= item.updated_at:
         # The latest feed rejected the item: the last accepted values stay in place.
-        reason = (f"rejected: {rejection['reason']} (run {rejection['run_id']}); "
-                  f"still {item.get_display_status_display()}" + (f" — {reason}" if reason else ""))
-    answer.update(display_status=item.display_status, reason=reason or "shown",
-                  shown=item.display_status == DisplayStatus.SHOWN, price_cents=item.price_cents,
-                  held_price_cents=item.held_price_cents, is_available=item.is_available,
-                  oos_score=item.oos_score, attributes=item.attributes, updated_run_id=item.updated_run_id,
-                  updated_at=item.updated_at)
+        reason = (
+            f"rejected: {rejection['reason']} (run {rejection['run_id']}); "
+            f"still {item.get_display_status_display()}" + (f" — {reason}" if reason else "")
+        )
+    answer.update(
+        display_status=item.display_status,
+        reason=reason or "shown",
+        shown=item.display_status == DisplayStatus.SHOWN,
+        price_cents=item.price_cents,
+        held_price_cents=item.held_price_cents,
+        is_available=item.is_available,
+        oos_score=item.oos_score,
+        attributes=item.attributes,
+        updated_run_id=item.updated_run_id,
+        updated_at=item.updated_at,
+    )
     return answer
 
 

@@ -42,22 +42,41 @@ logger = logging.getLogger(__name__)
 
 CSV_REQUIRED = ("sku", "available")
 CSV_PRICE_COLUMNS = ("price", "unit_price")
-CSV_CONTENT_TYPES = {"text/csv", "application/csv", "text/plain", "application/vnd.ms-excel",
-                     "application/octet-stream"}
+CSV_CONTENT_TYPES = {
+    "text/csv",
+    "application/csv",
+    "text/plain",
+    "application/vnd.ms-excel",
+    "application/octet-stream",
+}
 MAX_FEED_ITEMS = 500_000
 
 # ------------------------------------------------------------------------------------ feeds
 
 
-def _run_create(*, store: Store, source: str, body: bytes, suffix: str, items_total: int,
-                batch_size: int | None, enqueue: bool) -> IngestionRun:
+def _run_create(
+    *,
+    store: Store,
+    source: str,
+    body: bytes,
+    suffix: str,
+    items_total: int,
+    batch_size: int | None,
+    enqueue: bool,
+) -> IngestionRun:
     # The raw payload is on storage before the run exists, so a run never points at nothing.
     path = default_storage.save(f"inventory/feeds/{store.pk}/{uuid.uuid4().hex}.{suffix}", ContentFile(body))
     now = timezone.now()
     with transaction.atomic():
         run = IngestionRun.objects.create(
-            store=store, source=source, items_total=items_total, batch_size=batch_size or conf.batch_size(),
-            max_attempts=conf.max_attempts(), heartbeat_at=now, payload_path=path, payload_bytes=len(body),
+            store=store,
+            source=source,
+            items_total=items_total,
+            batch_size=batch_size or conf.batch_size(),
+            max_attempts=conf.max_attempts(),
+            heartbeat_at=now,
+            payload_path=path,
+            payload_bytes=len(body),
             payload_expires_at=now + timedelta(days=conf.payload_ttl_days()),
         )
         if enqueue:
@@ -67,34 +86,66 @@ def _run_create(*, store: Store, source: str, body: bytes, suffix: str, items_to
     return run
 
 
-def feed_submit_json(*, store: Store, body: bytes, batch_size: int | None = None,
-                     enqueue: bool = True) -> IngestionRun:
+def feed_submit_json(
+    *, store: Store, body: bytes, batch_size: int | None = None, enqueue: bool = True
+) -> IngestionRun:
     """Accept a whole-store JSON feed `{"items": [...]}`: persist it raw, create a run, enqueue it."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApplicationError("The body is not valid JSON.", errors={"non_field_errors": [str(exc)]}) from exc
+        raise ApplicationError(
+            "The body is not valid JSON.", errors={"non_field_errors": [str(exc)]}
+        ) from exc
     if not isinstance(document, dict) or "items" not in document:
         raise ApplicationError("Invalid feed.", errors={"items": ["This field is required."]})
     items = document["items"]
     if not isinstance(items, list):
         raise ApplicationError("Invalid feed.", errors={"items": ["Must be a list of items."]})
     if len(items) > MAX_FEED_ITEMS:
-        raise ApplicationError("Invalid feed.", errors={"items": [f"At most {MAX_FEED_ITEMS} items per feed."]})
-    return _run_create(store=store, source=RunSource.API, body=body, suffix="json", items_total=len(items),
-                       batch_size=batch_size, enqueue=enqueue)
+        raise ApplicationError(
+            "Invalid feed.", errors={"items": [f"At most {MAX_FEED_ITEMS} items per feed."]}
+        )
+    return _run_create(
+        store=store,
+        source=RunSource.API,
+        body=body,
+        suffix="json",
+        items_total=len(items),
+        batch_size=batch_size,
+        enqueue=enqueue,
+    )
 
 
-def feed_submit_csv(*, store: Store, name: str, content_type: str, body: bytes, batch_size: int | None = None,
-                    enqueue: bool = True) -> IngestionRun:
+def csv_upload_check_size(*, size: int) -> None:
+    """Refuse an oversized upload before reading it into memory."""
+    if size > conf.csv_max_bytes():
+        raise ApplicationError(
+            "File too large.",
+            errors={"file": [f"The file is {size} bytes; the limit is {conf.csv_max_bytes()} bytes."]},
+        )
+
+
+def feed_submit_csv(
+    *,
+    store: Store,
+    name: str,
+    content_type: str,
+    body: bytes,
+    batch_size: int | None = None,
+    enqueue: bool = True,
+) -> IngestionRun:
     """Accept an ops CSV upload after checking size, type, encoding and header columns."""
     if len(body) > conf.csv_max_bytes():
-        raise ApplicationError("File too large.", errors={"file": [
-            f"The file is {len(body)} bytes; the limit is {conf.csv_max_bytes()} bytes."]})
+        raise ApplicationError(
+            "File too large.",
+            errors={"file": [f"The file is {len(body)} bytes; the limit is {conf.csv_max_bytes()} bytes."]},
+        )
     if not name.lower().endswith(".csv"):
         raise ApplicationError("Not a CSV file.", errors={"file": ["The file name must end with .csv."]})
     if (content_type or "").split(";")[0].strip().lower() not in CSV_CONTENT_TYPES:
-        raise ApplicationError("Not a CSV file.", errors={"file": [f"Unsupported content type {content_type!r}."]})
+        raise ApplicationError(
+            "Not a CSV file.", errors={"file": [f"Unsupported content type {content_type!r}."]}
+        )
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -109,10 +160,18 @@ def feed_submit_csv(*, store: Store, name: str, content_type: str, body: bytes, 
     if not any(column in header for column in CSV_PRICE_COLUMNS):
         missing.append("price (or unit_price)")
     if missing:
-        raise ApplicationError("Missing columns.", errors={"file": [
-            f"The header must contain: {', '.join(missing)}."]})
-    return _run_create(store=store, source=RunSource.CSV, body=body, suffix="csv", items_total=rows,
-                       batch_size=batch_size, enqueue=enqueue)
+        raise ApplicationError(
+            "Missing columns.", errors={"file": [f"The header must contain: {', '.join(missing)}."]}
+        )
+    return _run_create(
+        store=store,
+        source=RunSource.CSV,
+        body=body,
+        suffix="csv",
+        items_total=rows,
+        batch_size=batch_size,
+        enqueue=enqueue,
+    )
 
 
 # ------------------------------------------------------------------------------------- runs
@@ -127,7 +186,8 @@ RETURNING r.store_id, r.source, r.batch_size, r.batches_done, r.items_done, r.pa
     r.rejected_by_reason, s.merchant_id, s.price_markup_bps, s.max_price_ratio, s.sla_seconds,
     -- Store-level dependencies ride along: guardrails (store-specific last, so they override the
     -- all-stores ones) and the current model version.
-    (SELECT jsonb_agg(jsonb_build_array(g.category, g.max_ratio, g.ceiling_cents) ORDER BY g.store_id NULLS FIRST)
+    (SELECT jsonb_agg(jsonb_build_array(g.category, g.max_ratio, g.ceiling_cents)
+                      ORDER BY g.store_id NULLS FIRST)
      FROM inventory_priceguardrail g WHERE g.store_id = r.store_id OR g.store_id IS NULL),
     (SELECT version FROM inventory_oosmodel WHERE is_current)
 """
@@ -170,7 +230,8 @@ WITH staged AS (
     INSERT INTO inventory_inventoryitem AS t (store_id, sku, price_cents, is_available, display_status,
         status_reason, held_price_cents, oos_score, attributes, fingerprint, last_in_stock_at, updated_run_id,
         updated_at)
-    SELECT %(store)s, sku, price_cents, is_available, display_status, status_reason, held_price_cents, oos_score,
+    SELECT %(store)s, sku, price_cents, is_available, display_status, status_reason, held_price_cents,
+        oos_score,
         attributes, fingerprint, CASE WHEN is_available THEN %(now)s END, %(run)s, %(now)s
     FROM staged WHERE reject_reason IS NULL
     ON CONFLICT (store_id, sku) DO UPDATE SET
@@ -190,7 +251,8 @@ WITH staged AS (
                             EXCLUDED.held_price_cents, EXCLUDED.oos_score, EXCLUDED.fingerprint)
     RETURNING (t.xmax = 0) AS inserted
 ), tally AS (
-    SELECT count(*) FILTER (WHERE inserted) AS created, count(*) FILTER (WHERE NOT inserted) AS updated FROM up
+    SELECT count(*) FILTER (WHERE inserted) AS created, count(*) FILTER (WHERE NOT inserted) AS updated
+    FROM up
 ), progress AS (
     UPDATE inventory_ingestionrun r SET
         batches_done = r.batches_done + 1, items_done = r.items_done + %(received)s,
@@ -303,17 +365,34 @@ def ingestion_run_process(*, run_id: int) -> str:
     except Exception as exc:
         logger.exception("ingestion run %s failed", run_id)
         with connection.cursor() as cursor:
-            cursor.execute(_FAIL_SQL, {"run": run_id, "token": token, "error": f"{type(exc).__name__}: {exc}"})
+            cursor.execute(
+                _FAIL_SQL, {"run": run_id, "token": token, "error": f"{type(exc).__name__}: {exc}"}
+            )
             row = cursor.fetchone()
         return "retry" if row and row[0] == RunStatus.QUEUED else "failed"
     with connection.cursor() as cursor:
-        cursor.execute(_FINISH_SQL, {"run": run_id, "token": token, "sla": claimed[10], "prediction": prediction})
+        cursor.execute(
+            _FINISH_SQL, {"run": run_id, "token": token, "sla": claimed[10], "prediction": prediction}
+        )
     return "succeeded"
 
 
 def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
-    (store_id, source, batch_size, batches_done, items_done, payload_path, by_reason, merchant_id, markup_bps,
-     max_ratio, _sla, guardrails, model_version) = claimed
+    (
+        store_id,
+        source,
+        batch_size,
+        batches_done,
+        items_done,
+        payload_path,
+        by_reason,
+        merchant_id,
+        markup_bps,
+        max_ratio,
+        _sla,
+        guardrails,
+        model_version,
+    ) = claimed
     # Django's connection hands JSONB back as text.
     by_reason = json.loads(by_reason) if isinstance(by_reason, str) else dict(by_reason or {})
     if source == RunSource.API:
@@ -323,11 +402,25 @@ def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
         items = None
         skus = [row.get("sku") for row in _csv_rows(payload_path) if row.get("sku")]
     now = timezone.now()
-    ctx = pipeline.StoreContext(store_id=store_id, run_id=run_id, markup_bps=markup_bps, default_ratio=max_ratio,
-                                guardrails={}, catalog={}, now_epoch=now.timestamp())
+    ctx = pipeline.StoreContext(
+        store_id=store_id,
+        run_id=run_id,
+        markup_bps=markup_bps,
+        default_ratio=max_ratio,
+        guardrails={},
+        catalog={},
+        now_epoch=now.timestamp(),
+    )
     with _binary_cursor() as cursor:
-        cursor.execute(_CONTEXT_SQL, {"store": store_id, "merchant": merchant_id, "skus": skus,
-                                      "since": now - timedelta(days=conf.signal_window_days())})
+        cursor.execute(
+            _CONTEXT_SQL,
+            {
+                "store": store_id,
+                "merchant": merchant_id,
+                "skus": skus,
+                "since": now - timedelta(days=conf.signal_window_days()),
+            },
+        )
         CatalogEntry = pipeline.CatalogEntry
         catalog = ctx.catalog
         for sku, category, weight, price, fp, last_in_stock, found, not_found in cursor.fetchall():
@@ -362,12 +455,21 @@ def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
     return prediction
 
 
-def _batch_commit(run_id: int, token: uuid.UUID, store_id: int, batch: int, result: pipeline.BatchResult,
-                  by_reason: dict) -> None:
+def _batch_commit(
+    run_id: int, token: uuid.UUID, store_id: int, batch: int, result: pipeline.BatchResult, by_reason: dict
+) -> None:
     params = {
-        "store": store_id, "run": run_id, "token": token, "batch": batch, "now": timezone.now(),
-        "received": result.received, "unchanged": result.unchanged, "valid_written": result.valid_written,
-        "rejected": result.rejected, "by_reason": json.dumps(by_reason), "held": result.held,
+        "store": store_id,
+        "run": run_id,
+        "token": token,
+        "batch": batch,
+        "now": timezone.now(),
+        "received": result.received,
+        "unchanged": result.unchanged,
+        "valid_written": result.valid_written,
+        "rejected": result.rejected,
+        "by_reason": json.dumps(by_reason),
+        "held": result.held,
         "predicted_oos": result.predicted_oos,
     }
     with transaction.atomic(), connection.cursor() as cursor:
@@ -384,24 +486,33 @@ def ingestion_runs_requeue_stale(*, stale_after_s: int | None = None, limit: int
     """Beat job: re-queue runs whose worker stopped heartbeating (or whose message was lost)."""
     from apps.inventory.tasks import ingestion_run_process as task
 
-    cutoff = timezone.now() - timedelta(seconds=conf.stale_after_s() if stale_after_s is None else stale_after_s)
+    cutoff = timezone.now() - timedelta(
+        seconds=conf.stale_after_s() if stale_after_s is None else stale_after_s
+    )
     requeued: list[int] = []
     with transaction.atomic():
         runs = list(
             IngestionRun.objects.select_for_update(skip_locked=True)
             .filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING], heartbeat_at__lt=cutoff)
-            .order_by("id").only("id", "attempts", "max_attempts")[:limit]
+            .order_by("id")
+            .only("id", "attempts", "max_attempts")[:limit]
         )
         now = timezone.now()
         for run in runs:
             run.claim_token = None
             run.heartbeat_at = now
             if run.attempts >= run.max_attempts:
-                run.status, run.finished_at, run.error = RunStatus.FAILED, now, "worker stopped; no attempts left"
+                run.status, run.finished_at, run.error = (
+                    RunStatus.FAILED,
+                    now,
+                    "worker stopped; no attempts left",
+                )
             else:
                 run.status = RunStatus.QUEUED
                 requeued.append(run.pk)
-        IngestionRun.objects.bulk_update(runs, ["claim_token", "heartbeat_at", "status", "finished_at", "error"])
+        IngestionRun.objects.bulk_update(
+            runs, ["claim_token", "heartbeat_at", "status", "finished_at", "error"]
+        )
         for run_id in requeued:
             transaction.on_commit(lambda run_id=run_id: task.delay(run_id))
     return requeued
@@ -413,7 +524,8 @@ def ingestion_run_requeue(*, run: IngestionRun) -> None:
 
     with transaction.atomic():
         updated = IngestionRun.objects.filter(pk=run.pk, status=RunStatus.FAILED).update(
-            status=RunStatus.QUEUED, attempts=0, finished_at=None, heartbeat_at=timezone.now(), error="")
+            status=RunStatus.QUEUED, attempts=0, finished_at=None, heartbeat_at=timezone.now(), error=""
+        )
         if not updated:
             raise ApplicationError("Only failed runs can be re-queued.")
         transaction.on_commit(lambda: task.delay(run.pk))
@@ -450,8 +562,14 @@ WHERE i.store_id = k.store_id AND i.sku = k.sku AND i.display_status = 'held'
 def _held_release(*, keys: list[tuple[int, str]], approve: bool, user) -> int:
     if not keys:
         return 0
-    params = {"approve": approve, "threshold": pipeline.OOS_THRESHOLD, "user": str(user), "now": timezone.now(),
-              "stores": [k[0] for k in keys], "skus": [k[1] for k in keys]}
+    params = {
+        "approve": approve,
+        "threshold": pipeline.OOS_THRESHOLD,
+        "user": str(user),
+        "now": timezone.now(),
+        "stores": [k[0] for k in keys],
+        "skus": [k[1] for k in keys],
+    }
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_RELEASE_SQL, params)
         return cursor.rowcount
@@ -474,25 +592,40 @@ def shopper_signal_record(*, store: Store, sku: str, found: bool) -> ShopperSign
     """Record a found / not-found report; it becomes training history and a prediction feature."""
     now = timezone.now()
     with transaction.atomic():
-        item = (InventoryItem.objects.select_for_update().filter(store=store, sku=sku)
-                .only("is_available", "last_in_stock_at").first())
+        item = (
+            InventoryItem.objects.select_for_update()
+            .filter(store=store, sku=sku)
+            .only("is_available", "last_in_stock_at")
+            .first()
+        )
         if item is None:
             available, hours = None, None
         elif item.is_available:
             available, hours = True, 0.0
         else:
             available = False
-            hours = (pipeline.MAX_HOURS if item.last_in_stock_at is None
-                     else min(pipeline.MAX_HOURS, (now - item.last_in_stock_at).total_seconds() / 3600))
-        signal = ShopperSignal.objects.create(store=store, sku=sku, found=found, merchant_available=available,
-                                              hours_since_in_stock=hours, created_at=now)
+            hours = (
+                pipeline.MAX_HOURS
+                if item.last_in_stock_at is None
+                else min(pipeline.MAX_HOURS, (now - item.last_in_stock_at).total_seconds() / 3600)
+            )
+        signal = ShopperSignal.objects.create(
+            store=store,
+            sku=sku,
+            found=found,
+            merchant_available=available,
+            hours_since_in_stock=hours,
+            created_at=now,
+        )
         if item is not None:
             # A fresh signal changes the prediction's inputs: the next feed must re-score the item.
             with connection.cursor() as cursor:
                 cursor.execute(
                     "UPDATE inventory_inventoryitem SET fingerprint = NULL, attributes = attributes || "
                     "jsonb_build_object('last_signal', jsonb_build_object('found', %s, 'at', %s::text)) "
-                    "WHERE store_id = %s AND sku = %s", [found, now, store.pk, sku])
+                    "WHERE store_id = %s AND sku = %s",
+                    [found, now, store.pk, sku],
+                )
     return signal
 
 
@@ -528,8 +661,9 @@ def oos_model_train(*, min_samples: int = 40, limit: int = 200_000) -> OosModel:
     features, labels = data[:, :4], data[:, 4].astype(int)
     if labels.min() == labels.max() or min(np.bincount(labels)) < 2:
         raise ApplicationError("Not enough history to train: need both found and not-found signals.")
-    x_train, x_test, y_train, y_test = train_test_split(features, labels, test_size=0.25, random_state=0,
-                                                        stratify=labels)
+    x_train, x_test, y_train, y_test = train_test_split(
+        features, labels, test_size=0.25, random_state=0, stratify=labels
+    )
     model = LogisticRegression(max_iter=1000).fit(x_train, y_train)
     accuracy = float((model.predict(x_test) == y_test).mean())
     buffer = io.BytesIO()
@@ -538,9 +672,14 @@ def oos_model_train(*, min_samples: int = 40, limit: int = 200_000) -> OosModel:
         last = OosModel.objects.select_for_update().order_by("-version").first()
         OosModel.objects.filter(is_current=True).update(is_current=False)
         return OosModel.objects.create(
-            version=(last.version + 1) if last else 1, algorithm="LogisticRegression",
-            features=list(pipeline.FEATURES), blob=buffer.getvalue(), train_samples=len(y_train),
-            test_samples=len(y_test), accuracy=accuracy, is_current=True,
+            version=(last.version + 1) if last else 1,
+            algorithm="LogisticRegression",
+            features=list(pipeline.FEATURES),
+            blob=buffer.getvalue(),
+            train_samples=len(y_train),
+            test_samples=len(y_test),
+            accuracy=accuracy,
+            is_current=True,
         )
 
 
@@ -559,17 +698,23 @@ def inventory_purge_expired(*, batch_size: int = 1000) -> dict[str, int]:
     """Beat job: enforce the TTLs of raw payload files, the rejection log and shopper signals."""
     now = timezone.now()
     payloads = 0
-    expired = (IngestionRun.objects.filter(payload_expires_at__lt=now).exclude(payload_path="")
-               .exclude(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]))
+    expired = (
+        IngestionRun.objects.filter(payload_expires_at__lt=now)
+        .exclude(payload_path="")
+        .exclude(status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+    )
     while batch := list(expired.values_list("id", "payload_path")[:batch_size]):
         for _run_id, path in batch:
             default_storage.delete(path)
         IngestionRun.objects.filter(id__in=[run_id for run_id, _ in batch]).update(payload_path="")
         payloads += len(batch)
     rejections = _delete_in_batches(
-        ItemRejection.objects.filter(created_at__lt=now - timedelta(days=conf.rejection_ttl_days())), batch_size)
+        ItemRejection.objects.filter(created_at__lt=now - timedelta(days=conf.rejection_ttl_days())),
+        batch_size,
+    )
     signals = _delete_in_batches(
-        ShopperSignal.objects.filter(created_at__lt=now - timedelta(days=conf.signal_ttl_days())), batch_size)
+        ShopperSignal.objects.filter(created_at__lt=now - timedelta(days=conf.signal_ttl_days())), batch_size
+    )
     return {"payloads": payloads, "rejections": rejections, "signals": signals}
 
 
@@ -578,4 +723,3 @@ def store_get(*, store_id: int) -> Store:
     if store is None:
         raise NotFound("No such store.")
     return store
-

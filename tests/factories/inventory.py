@@ -34,7 +34,8 @@ def catalog_create(merchant, count: int, *, category: str = "grocery", prefix: s
     """`count` piece-priced catalog items for a merchant; returns their SKUs."""
     skus = [f"{prefix}{n:06d}" for n in range(count)]
     CatalogItem.objects.bulk_create(
-        [CatalogItem(merchant=merchant, sku=sku, name=f"Item {sku}", category=category) for sku in skus])
+        [CatalogItem(merchant=merchant, sku=sku, name=f"Item {sku}", category=category) for sku in skus]
+    )
     return skus
 
 

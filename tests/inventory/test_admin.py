@@ -46,12 +46,15 @@ def test_review_queue_lists_held_items_and_approval_publishes(ops_client, django
     assert page.content.decode().count('name="item"') == 5
     assert "held by price guardrail at run" in page.content.decode()
 
-    response = ops_client.post(url, {"item": [f"{store.pk}|{skus[0]}", f"{store.pk}|{skus[1]}"],
-                                     "decision": "approve"})
+    response = ops_client.post(
+        url, {"item": [f"{store.pk}|{skus[0]}", f"{store.pk}|{skus[1]}"], "decision": "approve"}
+    )
     assert response.status_code == 302
     approved = InventoryItem.objects.get(store=store, sku=skus[0])
-    assert approved.display_status == "shown" and approved.price_cents == approved.attributes["review"][
-        "held_price_cents"]
+    assert (
+        approved.display_status == "shown"
+        and approved.price_cents == approved.attributes["review"]["held_price_cents"]
+    )
     ops_client.post(url, {"item": [f"{store.pk}|{skus[2]}"], "decision": "reject"})
     assert InventoryItem.objects.get(store=store, sku=skus[2]).price_cents == 120  # 1.00 + 2 x 0.10
     assert InventoryItem.objects.filter(store=store, display_status="held").count() == 2
@@ -61,8 +64,9 @@ def test_agents_may_view_the_queue_but_not_decide(client):
     store, skus = held_store(1)
     client.force_login(UserFactory(roles=["agent"]))
     assert client.get("/admin/inventory/store/review-queue/").status_code == 200
-    response = client.post("/admin/inventory/store/review-queue/", {"item": [f"{store.pk}|{skus[0]}"],
-                                                                     "decision": "approve"})
+    response = client.post(
+        "/admin/inventory/store/review-queue/", {"item": [f"{store.pk}|{skus[0]}"], "decision": "approve"}
+    )
     assert response.status_code == 403
     assert InventoryItem.objects.get(store=store, sku=skus[0]).display_status == "held"
 
@@ -84,11 +88,15 @@ def test_run_changelist_shows_progress_bars_with_pinned_queries(ops_client, djan
     assert 'title="10 of 10 items"' in detail
 
 
-def test_csv_upload_in_admin_queues_a_run_or_shows_field_errors(ops_client, django_capture_on_commit_callbacks):
+def test_csv_upload_in_admin_queues_a_run_or_shows_field_errors(
+    ops_client, django_capture_on_commit_callbacks
+):
     store = StoreFactory()
     skus = catalog_create(store.merchant, 2)
     url = f"/admin/inventory/store/{store.pk}/csv-upload/"
-    good = SimpleUploadedFile("f.csv", f"sku,price,available\n{skus[0]},1,1\n{skus[1]},2,0\n".encode(), "text/csv")
+    good = SimpleUploadedFile(
+        "f.csv", f"sku,price,available\n{skus[0]},1,1\n{skus[1]},2,0\n".encode(), "text/csv"
+    )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = ops_client.post(url, {"file": good})
     run = IngestionRun.objects.get(store=store)
@@ -114,7 +122,15 @@ def test_item_lookup_answers_why_an_item_is_not_shown(ops_client):
 def test_model_admin_shows_held_out_accuracy_and_trains_on_demand(ops_client):
     page = ops_client.post("/admin/inventory/oosmodel/train/", follow=True).content.decode()
     assert "Not enough history to train" in page
-    OosModel.objects.create(version=1, algorithm="LogisticRegression", features=[], blob=b"x", train_samples=30,
-                            test_samples=10, accuracy=0.875, is_current=True)
+    OosModel.objects.create(
+        version=1,
+        algorithm="LogisticRegression",
+        features=[],
+        blob=b"x",
+        train_samples=30,
+        test_samples=10,
+        accuracy=0.875,
+        is_current=True,
+    )
     page = ops_client.get("/admin/inventory/oosmodel/").content.decode()
     assert "87.5%" in page and "Train a new model now" in page

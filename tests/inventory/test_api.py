@@ -27,13 +27,17 @@ def store(merchant_user):
     return StoreFactory(merchant=merchant_user.merchant)
 
 
-def test_json_feed_answers_202_with_a_run_id_and_enqueues_after_commit(api_client, merchant_user, store,
-                                                                      django_capture_on_commit_callbacks):
+def test_json_feed_answers_202_with_a_run_id_and_enqueues_after_commit(
+    api_client, merchant_user, store, django_capture_on_commit_callbacks
+):
     skus = catalog_create(store.merchant, 3)
     api_client.force_authenticate(merchant_user.user)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = api_client.post(f"{BASE}/stores/{store.pk}/feeds/", data=feed_body(feed_items(skus)),
-                                   content_type="application/json")
+        response = api_client.post(
+            f"{BASE}/stores/{store.pk}/feeds/",
+            data=feed_body(feed_items(skus)),
+            content_type="application/json",
+        )
     assert response.status_code == 202, response.content
     run = IngestionRun.objects.get(pk=response.json()["run_id"])
     assert response.json() == {"run_id": run.pk, "status": "queued", "items_total": 3}
@@ -50,8 +54,9 @@ def test_json_feed_answers_202_with_a_run_id_and_enqueues_after_commit(api_clien
 
 def test_feed_validation_errors_are_field_level(api_client, merchant_user, store):
     api_client.force_authenticate(merchant_user.user)
-    response = api_client.post(f"{BASE}/stores/{store.pk}/feeds/", data=b'{"rows": []}',
-                               content_type="application/json")
+    response = api_client.post(
+        f"{BASE}/stores/{store.pk}/feeds/", data=b'{"rows": []}', content_type="application/json"
+    )
     assert response.status_code == 400
     assert response.json()["errors"] == {"items": ["This field is required."]}
     response = api_client.post(f"{BASE}/stores/{store.pk}/feeds/", data=b"sku,price", content_type="text/csv")
@@ -66,11 +71,16 @@ def test_a_merchant_never_sees_or_feeds_another_merchants_store(api_client, merc
     api_client.force_authenticate(merchant_user.user)
 
     assert [row["id"] for row in api_client.get(f"{BASE}/stores/").json()["results"]] == [store.pk]
-    for url in (f"stores/{other.pk}/items/", f"stores/{other.pk}/items/{skus[0]}/", f"stores/{other.pk}/runs/",
-                f"runs/{run.pk}/"):
+    for url in (
+        f"stores/{other.pk}/items/",
+        f"stores/{other.pk}/items/{skus[0]}/",
+        f"stores/{other.pk}/runs/",
+        f"runs/{run.pk}/",
+    ):
         assert api_client.get(f"{BASE}/{url}").status_code == 404, url
-    response = api_client.post(f"{BASE}/stores/{other.pk}/feeds/", data=feed_body([]),
-                               content_type="application/json")
+    response = api_client.post(
+        f"{BASE}/stores/{other.pk}/feeds/", data=feed_body([]), content_type="application/json"
+    )
     assert response.status_code == 404
     assert IngestionRun.objects.filter(store=other).count() == 1
 
@@ -82,13 +92,15 @@ def test_staff_need_inventory_permissions(api_client, store):
     agent = UserFactory(roles=["agent"])  # inventory.view_* only
     api_client.force_authenticate(agent)
     assert [row["id"] for row in api_client.get(f"{BASE}/stores/").json()["results"]] == [store.pk]
-    response = api_client.post(f"{BASE}/stores/{store.pk}/feeds/", data=feed_body([]),
-                               content_type="application/json")
+    response = api_client.post(
+        f"{BASE}/stores/{store.pk}/feeds/", data=feed_body([]), content_type="application/json"
+    )
     assert response.status_code == 403
     ops = UserFactory(roles=["ops"])
     api_client.force_authenticate(ops)
-    response = api_client.post(f"{BASE}/stores/{store.pk}/feeds/", data=feed_body([]),
-                               content_type="application/json")
+    response = api_client.post(
+        f"{BASE}/stores/{store.pk}/feeds/", data=feed_body([]), content_type="application/json"
+    )
     assert response.status_code == 202
 
 
@@ -96,8 +108,11 @@ def test_csv_upload_endpoint_checks_the_file(api_client, merchant_user, store):
     skus = catalog_create(store.merchant, 2)
     api_client.force_authenticate(merchant_user.user)
     url = f"{BASE}/stores/{store.pk}/feeds/csv/"
-    good = SimpleUploadedFile("feed.csv", f"sku,price,available\n{skus[0]},1.5,true\n{skus[1]},2,no\n".encode(),
-                              content_type="text/csv")
+    good = SimpleUploadedFile(
+        "feed.csv",
+        f"sku,price,available\n{skus[0]},1.5,true\n{skus[1]},2,no\n".encode(),
+        content_type="text/csv",
+    )
     response = api_client.post(url, {"file": good}, format="multipart")
     assert response.status_code == 202 and response.json()["items_total"] == 2
     assert IngestionRun.objects.get(pk=response.json()["run_id"]).source == "csv"
@@ -105,15 +120,19 @@ def test_csv_upload_endpoint_checks_the_file(api_client, merchant_user, store):
     bad_header = SimpleUploadedFile("feed.csv", b"name,cost\nx,1\n", content_type="text/csv")
     response = api_client.post(url, {"file": bad_header}, format="multipart")
     assert response.status_code == 400
-    assert response.json()["errors"]["file"] == ["The header must contain: sku, available, price (or unit_price)."]
+    assert response.json()["errors"]["file"] == [
+        "The header must contain: sku, available, price (or unit_price)."
+    ]
     binary = SimpleUploadedFile("feed.csv", b"\x89PNG\r\n\x1a\n\xff\xd8", content_type="text/csv")
     assert api_client.post(url, {"file": binary}, format="multipart").json()["errors"]["file"] == [
-        "The file is not UTF-8 text."]
+        "The file is not UTF-8 text."
+    ]
     assert api_client.post(url, {}, format="multipart").status_code == 400
 
 
-def test_item_list_and_status_explain_why_an_item_is_not_shown(api_client, merchant_user, store,
-                                                               django_assert_num_queries):
+def test_item_list_and_status_explain_why_an_item_is_not_shown(
+    api_client, merchant_user, store, django_assert_num_queries
+):
     skus = catalog_create(store.merchant, 30)
     items = feed_items(skus)
     items[1]["available"] = False
@@ -133,7 +152,10 @@ def test_item_list_and_status_explain_why_an_item_is_not_shown(api_client, merch
     status = api_client.get(f"{BASE}/stores/{store.pk}/items/{skus[1]}/").json()
     assert status["shown"] is False and status["reason"] == "not shown: merchant reports unavailable"
     status = api_client.get(f"{BASE}/stores/{store.pk}/items/{skus[2]}/").json()
-    assert status["display_status"] == "rejected" and status["reason"] == f"rejected: missing price (run {run.pk})"
+    assert (
+        status["display_status"] == "rejected"
+        and status["reason"] == f"rejected: missing price (run {run.pk})"
+    )
     status = api_client.get(f"{BASE}/stores/{store.pk}/items/NEVER-FED/").json()
     assert status["display_status"] == "unknown"
     with django_assert_num_queries(3):
@@ -147,8 +169,9 @@ def test_shopper_signals_are_recorded_and_force_a_rescore(api_client, merchant_u
     services.ingestion_run_process(run_id=run.pk)
     shopper = UserFactory()
     api_client.force_authenticate(shopper)
-    response = api_client.post(f"{BASE}/signals/", {"store_id": store.pk, "sku": skus[0], "found": False},
-                               format="json")
+    response = api_client.post(
+        f"{BASE}/signals/", {"store_id": store.pk, "sku": skus[0], "found": False}, format="json"
+    )
     assert response.status_code == 201
     signal = ShopperSignal.objects.get()
     assert (signal.found, signal.merchant_available, signal.hours_since_in_stock) == (False, True, 0.0)
@@ -157,6 +180,8 @@ def test_shopper_signals_are_recorded_and_force_a_rescore(api_client, merchant_u
 
     response = api_client.post(f"{BASE}/signals/", {"store_id": store.pk, "sku": skus[0]}, format="json")
     assert response.status_code == 400 and "found" in response.json()
-    response = api_client.post(f"{BASE}/signals/", {"store_id": 999999, "sku": "X", "found": True}, format="json")
+    response = api_client.post(
+        f"{BASE}/signals/", {"store_id": 999999, "sku": "X", "found": True}, format="json"
+    )
     assert response.status_code == 404
     assert ShopperSignal.objects.count() == 1

@@ -28,7 +28,9 @@ def test_metrics_report_processed_items_runs_held_and_last_duration():
     store = StoreFactory()
     skus = catalog_create(store.merchant, 4)
     for price in (1.0, 30.0):  # the second feed holds every price (30x)
-        run = services.feed_submit_json(store=store, body=feed_body(feed_items(skus, price=price)), enqueue=False)
+        run = services.feed_submit_json(
+            store=store, body=feed_body(feed_items(skus, price=price)), enqueue=False
+        )
         services.ingestion_run_process(run_id=run.pk)
     IngestionRun.objects.create(store=store, source="csv", items_total=5)
     text = scrape()

@@ -25,9 +25,16 @@ def history(store, skus, *, n: int = 300) -> None:
         sku = skus[i % len(skus)]
         available = i % 3 != 0
         found = rng.random() < (0.9 if available else 0.1)
-        rows.append(ShopperSignal(store=store, sku=sku, found=found, merchant_available=available,
-                                  hours_since_in_stock=0.0 if available else 48.0,
-                                  created_at=start + timedelta(minutes=i)))
+        rows.append(
+            ShopperSignal(
+                store=store,
+                sku=sku,
+                found=found,
+                merchant_available=available,
+                hours_since_in_stock=0.0 if available else 48.0,
+                created_at=start + timedelta(minutes=i),
+            )
+        )
     ShopperSignal.objects.bulk_create(rows)
 
 
@@ -46,7 +53,12 @@ def test_trained_model_is_versioned_with_held_out_accuracy_and_used_by_the_pipel
     assert (first.version, first.is_current, first.algorithm) == (1, True, "LogisticRegression")
     assert first.test_samples == 75 and first.train_samples == 225
     assert first.accuracy > 0.75  # the signal is learnable; the heuristic-free baseline is ~0.6
-    assert first.features == ["merchant_available", "hours_since_in_stock", "signals_found", "signals_not_found"]
+    assert first.features == [
+        "merchant_available",
+        "hours_since_in_stock",
+        "signals_found",
+        "signals_not_found",
+    ]
 
     second = services.oos_model_train()
     first.refresh_from_db()

@@ -35,9 +35,21 @@ def ingest(store, items, **kwargs) -> IngestionRun:
 
 
 def snapshot(store) -> list[tuple]:
-    return list(InventoryItem.objects.filter(store=store).order_by("sku").values_list(
-        "sku", "price_cents", "is_available", "display_status", "status_reason", "held_price_cents", "oos_score",
-        "attributes", "updated_at"))
+    return list(
+        InventoryItem.objects.filter(store=store)
+        .order_by("sku")
+        .values_list(
+            "sku",
+            "price_cents",
+            "is_available",
+            "display_status",
+            "status_reason",
+            "held_price_cents",
+            "oos_score",
+            "attributes",
+            "updated_at",
+        )
+    )
 
 
 def test_same_feed_twice_changes_nothing_the_second_time():
@@ -45,7 +57,13 @@ def test_same_feed_twice_changes_nothing_the_second_time():
     skus = catalog_create(store.merchant, 250)
     items = feed_items(skus)
     first = ingest(store, items, batch_size=100)
-    assert (first.received, first.created, first.updated, first.unchanged, first.rejected) == (250, 250, 0, 0, 0)
+    assert (first.received, first.created, first.updated, first.unchanged, first.rejected) == (
+        250,
+        250,
+        0,
+        0,
+        0,
+    )
     assert first.batches_done == 3 and first.items_done == first.items_total == 250
     assert first.status == RunStatus.SUCCEEDED and first.sla_met is True and first.duration_s >= 0
     before = snapshot(store)
@@ -73,8 +91,12 @@ def test_malformed_items_are_rejected_one_by_one_while_the_rest_apply():
     run = ingest(store, items)
     assert run.received == 9 and run.rejected == 6 and run.created == 3
     assert run.rejected_by_reason == {
-        "missing price": 1, "invalid price": 1, "invalid availability": 1, "unknown sku (not in catalog)": 1,
-        "malformed item (not an object)": 1, "duplicate sku in feed": 1,
+        "missing price": 1,
+        "invalid price": 1,
+        "invalid availability": 1,
+        "unknown sku (not in catalog)": 1,
+        "malformed item (not an object)": 1,
+        "duplicate sku in feed": 1,
     }
     assert set(InventoryItem.objects.filter(store=store).values_list("sku", flat=True)) == set(skus[3:])
     answer = selectors.item_status(store=store, sku=skus[0])
@@ -85,12 +107,23 @@ def test_malformed_items_are_rejected_one_by_one_while_the_rest_apply():
 
 def test_weighted_items_are_priced_from_unit_price_and_average_weight_with_store_markup():
     store = StoreFactory(price_markup_bps=500)  # +5 %
-    CatalogItem.objects.create(merchant=store.merchant, sku="BANANA", name="Bananas", category="produce",
-                               unit=Unit.KG, average_weight=0.75)
+    CatalogItem.objects.create(
+        merchant=store.merchant,
+        sku="BANANA",
+        name="Bananas",
+        category="produce",
+        unit=Unit.KG,
+        average_weight=0.75,
+    )
     CatalogItem.objects.create(merchant=store.merchant, sku="MILK", name="Milk", category="dairy")
-    run = ingest(store, [{"sku": "BANANA", "unit_price": 2.40, "available": True},
-                         {"sku": "MILK", "price": 1.00, "available": True},
-                         {"sku": "BANANA2", "price": 1}])
+    run = ingest(
+        store,
+        [
+            {"sku": "BANANA", "unit_price": 2.40, "available": True},
+            {"sku": "MILK", "price": 1.00, "available": True},
+            {"sku": "BANANA2", "price": 1},
+        ],
+    )
     banana = InventoryItem.objects.get(store=store, sku="BANANA")
     assert banana.price_cents == 189  # 2.40/kg x 0.75 kg = 1.80, +5 % = 1.89
     assert banana.attributes["unit_price_cents"] == 240 and banana.attributes["average_weight"] == 0.75
@@ -106,26 +139,35 @@ def test_guardrail_holds_big_price_changes_and_approval_publishes():
     store = StoreFactory(max_price_ratio=10)
     skus = catalog_create(store.merchant, 3)
     PriceGuardrail.objects.create(category="grocery", ceiling_cents=50_000)  # all stores
-    ingest(store, [{"sku": skus[0], "price": 1.00}, {"sku": skus[1], "price": 2.00}, {"sku": skus[2], "price": 3}])
+    ingest(
+        store,
+        [{"sku": skus[0], "price": 1.00}, {"sku": skus[1], "price": 2.00}, {"sku": skus[2], "price": 3}],
+    )
 
-    run = ingest(store, [{"sku": skus[0], "price": 12.00}, {"sku": skus[1], "price": 0.10},
-                         {"sku": skus[2], "price": 600}])
+    run = ingest(
+        store,
+        [{"sku": skus[0], "price": 12.00}, {"sku": skus[1], "price": 0.10}, {"sku": skus[2], "price": 600}],
+    )
     assert run.held == 3 and run.updated == 3
     held = {item.sku: item for item in InventoryItem.objects.filter(store=store)}
     assert held[skus[0]].display_status == "held" and held[skus[0]].price_cents == 100
     assert held[skus[0]].held_price_cents == 1200
     assert held[skus[0]].status_reason == (
-        f"not shown: held by price guardrail at run {run.pk}: price change 1.00 -> 12.00 beyond 10x")
+        f"not shown: held by price guardrail at run {run.pk}: price change 1.00 -> 12.00 beyond 10x"
+    )
     assert held[skus[1]].status_reason.endswith("price change 2.00 -> 0.10 beyond 10x")
     assert held[skus[2]].status_reason.endswith("price 600.00 above the grocery ceiling 500.00")
     assert list(selectors.held_items().values_list("sku", flat=True)) == skus
 
     # Re-feeding the same prices keeps them held without rewriting them (reason keeps run N).
-    again = ingest(store, [{"sku": skus[0], "price": 12.00}, {"sku": skus[1], "price": 0.10},
-                           {"sku": skus[2], "price": 600}])
+    again = ingest(
+        store,
+        [{"sku": skus[0], "price": 12.00}, {"sku": skus[1], "price": 0.10}, {"sku": skus[2], "price": 600}],
+    )
     assert (again.held, again.unchanged, again.updated) == (3, 3, 0)
     assert InventoryItem.objects.get(store=store, sku=skus[0]).status_reason.startswith(
-        f"not shown: held by price guardrail at run {run.pk}")
+        f"not shown: held by price guardrail at run {run.pk}"
+    )
 
     assert services.held_items_approve(keys=[(store.pk, skus[0])], user="ops") == 1
     assert services.held_items_reject(keys=[(store.pk, skus[1])], user="ops") == 1
@@ -179,7 +221,9 @@ def test_unavailable_and_predicted_out_of_stock_are_not_shown_with_reasons():
 def test_each_batch_of_1000_items_costs_at_most_three_statements():
     store = StoreFactory()
     skus = catalog_create(store.merchant, 6000)
-    run = services.feed_submit_json(store=store, body=feed_body(feed_items(skus)), enqueue=False, batch_size=1000)
+    run = services.feed_submit_json(
+        store=store, body=feed_body(feed_items(skus)), enqueue=False, batch_size=1000
+    )
     with CaptureQueriesContext(connection) as queries:
         assert services.ingestion_run_process(run_id=run.pk) == "succeeded"
     # Savepoints only exist because the test runs inside a transaction; COPY is captured.
@@ -214,10 +258,13 @@ def test_failed_run_is_queued_for_retry_until_attempts_run_out():
 def test_stale_runs_are_requeued_and_then_resume():
     store = StoreFactory()
     skus = catalog_create(store.merchant, 30)
-    run = services.feed_submit_json(store=store, body=feed_body(feed_items(skus)), enqueue=False, batch_size=10)
+    run = services.feed_submit_json(
+        store=store, body=feed_body(feed_items(skus)), enqueue=False, batch_size=10
+    )
     # Simulate a worker that committed one batch, then died.
-    IngestionRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, attempts=1,
-                                                 heartbeat_at=timezone.now() - timedelta(hours=1))
+    IngestionRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, attempts=1, heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
     assert services.ingestion_run_process(run_id=run.pk) == "succeeded"  # stale claims are allowed
 
     fresh = services.feed_submit_json(store=store, body=feed_body(feed_items(skus)), enqueue=False)
@@ -233,7 +280,9 @@ def test_csv_feed_is_checked_then_processed():
     store = StoreFactory()
     skus = catalog_create(store.merchant, 2)
     body = f"SKU,price,available,aisle\n{skus[0]},1.25,yes,4B\n{skus[1]},,true,\n".encode()
-    run = services.feed_submit_csv(store=store, name="feed.csv", content_type="text/csv", body=body, enqueue=False)
+    run = services.feed_submit_csv(
+        store=store, name="feed.csv", content_type="text/csv", body=body, enqueue=False
+    )
     assert run.items_total == 2
     assert services.ingestion_run_process(run_id=run.pk) == "succeeded"
     run.refresh_from_db()
@@ -249,7 +298,9 @@ def test_csv_feed_is_checked_then_processed():
     ]
     for name, content_type, payload, message in cases:
         with pytest.raises(ApplicationError) as exc:
-            services.feed_submit_csv(store=store, name=name, content_type=content_type, body=payload, enqueue=False)
+            services.feed_submit_csv(
+                store=store, name=name, content_type=content_type, body=payload, enqueue=False
+            )
         assert message in exc.value.errors["file"][0]
 
 
@@ -275,8 +326,9 @@ def test_purge_enforces_ttls_in_batches():
 
     assert services.inventory_purge_expired(batch_size=1) == {"payloads": 1, "rejections": 1, "signals": 1}
     old.refresh_from_db()
-    assert old.payload_path == "" and not default_storage.exists(IngestionRun.objects.get(pk=old.pk).payload_path
-                                                                 or "inventory/none")
+    assert old.payload_path == "" and not default_storage.exists(
+        IngestionRun.objects.get(pk=old.pk).payload_path or "inventory/none"
+    )
     assert default_storage.exists(new.payload_path)
     assert list(ItemRejection.objects.values_list("run_id", flat=True)) == [new.pk]
     assert ShopperSignal.objects.count() == 1

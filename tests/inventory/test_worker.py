@@ -28,9 +28,20 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
 
 
 def state(store) -> list[tuple]:
-    return list(InventoryItem.objects.filter(store=store).order_by("sku").values_list(
-        "sku", "price_cents", "is_available", "display_status", "held_price_cents", "oos_score", "attributes",
-        "fingerprint"))
+    return list(
+        InventoryItem.objects.filter(store=store)
+        .order_by("sku")
+        .values_list(
+            "sku",
+            "price_cents",
+            "is_available",
+            "display_status",
+            "held_price_cents",
+            "oos_score",
+            "attributes",
+            "fingerprint",
+        )
+    )
 
 
 def test_feed_through_the_api_is_processed_by_a_real_worker(celery_worker, api_client):
@@ -40,11 +51,16 @@ def test_feed_through_the_api_is_processed_by_a_real_worker(celery_worker, api_c
     store = StoreFactory(merchant=member.merchant)
     skus = catalog_create(store.merchant, 50)
     api_client.force_authenticate(member.user)
-    response = api_client.post(f"/api/v1/inventory/stores/{store.pk}/feeds/", data=feed_body(feed_items(skus)),
-                               content_type="application/json")
+    response = api_client.post(
+        f"/api/v1/inventory/stores/{store.pk}/feeds/",
+        data=feed_body(feed_items(skus)),
+        content_type="application/json",
+    )
     assert response.status_code == 202
     run = IngestionRun.objects.get(pk=response.json()["run_id"])
-    wait_for(lambda: IngestionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).exists(), what="the run")
+    wait_for(
+        lambda: IngestionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).exists(), what="the run"
+    )
     run.refresh_from_db()
     assert (run.created, run.items_done, run.attempts) == (50, 50, 1)
     assert InventoryItem.objects.filter(store=store).count() == 50
@@ -82,11 +98,17 @@ def test_worker_killed_mid_run_resumes_with_no_duplicate_or_lost_items(monkeypat
     assert services.ingestion_runs_requeue_stale(stale_after_s=0) == [run.pk]
     monkeypatch.setenv("INVENTORY_THROTTLE_S", "0")
     with celery_worker(queues=["ingestion"], concurrency=1):
-        wait_for(lambda: IngestionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).exists(),
-                 what="the resumed run")
+        wait_for(
+            lambda: IngestionRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).exists(),
+            what="the resumed run",
+        )
     run.refresh_from_db()
     assert run.attempts == 2 and run.batches_done == 11
     assert (run.received, run.created, run.rejected, run.rejected_by_reason) == (
-        clean.received, clean.created, clean.rejected, clean.rejected_by_reason)
+        clean.received,
+        clean.created,
+        clean.rejected,
+        clean.rejected_by_reason,
+    )
     assert run.rejected_by_reason == {"invalid price": 1, "duplicate sku in feed": 1}
     assert state(store) == state(clean_store)

@@ -10,14 +10,32 @@ class StoreSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Store
-        fields = ["id", "merchant", "external_id", "name", "price_markup_bps", "max_price_ratio", "sla_seconds"]
+        fields = [
+            "id",
+            "merchant",
+            "external_id",
+            "name",
+            "price_markup_bps",
+            "max_price_ratio",
+            "sla_seconds",
+        ]
 
 
 class InventoryItemSerializer(serializers.ModelSerializer):
     class Meta:
         model = InventoryItem
-        fields = ["sku", "price_cents", "is_available", "display_status", "status_reason", "held_price_cents",
-                  "oos_score", "attributes", "updated_run_id", "updated_at"]
+        fields = [
+            "sku",
+            "price_cents",
+            "is_available",
+            "display_status",
+            "status_reason",
+            "held_price_cents",
+            "oos_score",
+            "attributes",
+            "updated_run_id",
+            "updated_at",
+        ]
 
 
 class IngestionRunSerializer(serializers.ModelSerializer):
@@ -25,10 +43,33 @@ class IngestionRunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = IngestionRun
-        fields = ["id", "store_id", "source", "status", "attempts", "max_attempts", "items_total", "items_done",
-                  "progress_pct", "received", "created", "updated", "unchanged", "rejected", "rejected_by_reason",
-                  "held", "predicted_oos", "prediction", "heartbeat_at", "created_at", "started_at",
-                  "finished_at", "duration_s", "sla_met", "error"]
+        fields = [
+            "id",
+            "store_id",
+            "source",
+            "status",
+            "attempts",
+            "max_attempts",
+            "items_total",
+            "items_done",
+            "progress_pct",
+            "received",
+            "created",
+            "updated",
+            "unchanged",
+            "rejected",
+            "rejected_by_reason",
+            "held",
+            "predicted_oos",
+            "prediction",
+            "heartbeat_at",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_s",
+            "sla_met",
+            "error",
+        ]
 
 
 class FeedAcceptedSerializer(serializers.Serializer):

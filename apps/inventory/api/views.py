@@ -27,7 +27,9 @@ def _store_for_feed(request, store_id: int):
 
 
 def _accepted(run) -> Response:
-    body = s.FeedAcceptedSerializer({"run_id": run.pk, "status": run.status, "items_total": run.items_total}).data
+    body = s.FeedAcceptedSerializer(
+        {"run_id": run.pk, "status": run.status, "items_total": run.items_total}
+    ).data
     return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
@@ -41,7 +43,9 @@ class StoreListView(generics.ListAPIView):
 class FeedCreateView(APIView):
     """A whole store's items in one JSON request: persisted raw, processed asynchronously."""
 
-    @extend_schema(request={"application/json": {"type": "object"}}, responses={202: s.FeedAcceptedSerializer})
+    @extend_schema(
+        request={"application/json": {"type": "object"}}, responses={202: s.FeedAcceptedSerializer}
+    )
     def post(self, request, store_id: int):
         store = _store_for_feed(request, store_id)
         if (request.content_type or "").split(";")[0].strip() != "application/json":
@@ -52,18 +56,20 @@ class FeedCreateView(APIView):
 class FeedCsvCreateView(APIView):
     parser_classes = [MultiPartParser]
 
-    @extend_schema(request={"multipart/form-data": s.CsvUploadSerializer},
-                   responses={202: s.FeedAcceptedSerializer})
+    @extend_schema(
+        request={"multipart/form-data": s.CsvUploadSerializer}, responses={202: s.FeedAcceptedSerializer}
+    )
     def post(self, request, store_id: int):
         store = _store_for_feed(request, store_id)
         upload = request.data.get("file")
         if upload is None or not hasattr(upload, "read"):
-            raise ApplicationError("No file.", errors={"file": ["Upload the CSV as the multipart field 'file'."]})
-        if upload.size > services.conf.csv_max_bytes():  # before reading it into memory
-            raise ApplicationError("File too large.", errors={"file": [
-                f"The file is {upload.size} bytes; the limit is {services.conf.csv_max_bytes()} bytes."]})
-        run = services.feed_submit_csv(store=store, name=upload.name, content_type=upload.content_type,
-                                       body=upload.read())
+            raise ApplicationError(
+                "No file.", errors={"file": ["Upload the CSV as the multipart field 'file'."]}
+            )
+        services.csv_upload_check_size(size=upload.size)  # before reading it into memory
+        run = services.feed_submit_csv(
+            store=store, name=upload.name, content_type=upload.content_type, body=upload.read()
+        )
         return _accepted(run)
 
 
@@ -77,8 +83,10 @@ class StoreItemListView(generics.ListAPIView):
         store = selectors.store_for_user(user=self.request.user, store_id=self.kwargs["store_id"])
         wanted = self.request.query_params.get("display_status") or None
         if wanted and wanted not in DisplayStatus.values:
-            raise ApplicationError("Invalid filter.", errors={"display_status": [
-                f"Choose one of: {', '.join(DisplayStatus.values)}."]})
+            raise ApplicationError(
+                "Invalid filter.",
+                errors={"display_status": [f"Choose one of: {', '.join(DisplayStatus.values)}."]},
+            )
         return selectors.store_items(store=store, display_status=wanted)
 
 
@@ -115,6 +123,7 @@ class SignalCreateView(APIView):
         data = s.SignalInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         store = services.store_get(store_id=data.validated_data["store_id"])
-        signal = services.shopper_signal_record(store=store, sku=data.validated_data["sku"],
-                                                found=data.validated_data["found"])
+        signal = services.shopper_signal_record(
+            store=store, sku=data.validated_data["sku"], found=data.validated_data["found"]
+        )
         return Response({"id": signal.pk}, status=status.HTTP_201_CREATED)
