@@ -170,7 +170,11 @@ def case_fields_validate(*, config: QueueConfig, fields: Any) -> dict:
 
 
 def _events_write(events: list[CaseEvent]) -> list[CaseEvent]:
-    """The only way CaseEvents are inserted: behind the feed's writer fence (apps.core.feed)."""
+    """The only way CaseEvents are inserted: behind the feed's writer fence (apps.core.feed).
+
+    Services take the fence at the start of their transaction already; taking it again here
+    (granted at once to its holder) keeps any future caller safe.
+    """
     if not events:
         return events
     feed_writer_enter(CaseEvent)
@@ -183,6 +187,8 @@ def _event(case: Case, kind: str, actor=None, **data: Any) -> CaseEvent:
 
 
 def _case_lock(case: Case | Any) -> Case:
+    # The feed fence first, row locks second (see apps.core.feed: no lock cycle with a consumer).
+    feed_writer_enter(CaseEvent)
     case_id = case.pk if isinstance(case, Case) else case
     try:
         return Case.objects.select_for_update(of=("self",)).select_related("queue").get(pk=case_id)
@@ -204,6 +210,7 @@ def case_create(*, queue: Queue, fields: dict | None = None, actor=None, source:
                 channel: str = Channel.WEB, priority: int = Priority.NORMAL, subject: str = "",
                 merchant_ref: str = "", customer_ref: str = "", delivery_ref: str = "",
                 signal_type: str = "", case_id=None, legacy_id: str | None = None) -> Case:
+    feed_writer_enter(CaseEvent)
     config = _active_config(queue.pk)
     fields = case_fields_validate(config=config, fields=fields if fields is not None else {})
     errors: dict[str, list[str]] = {}
@@ -404,6 +411,7 @@ def cases_bulk_apply(*, case_ids: Iterable, operation: Callable[[Case], Any]) ->
     """
     result = BulkResult()
     with transaction.atomic():
+        feed_writer_enter(CaseEvent)
         cases = list(Case.objects.select_for_update(of=("self",)).select_related("queue")
                      .filter(pk__in=list(case_ids)).order_by("pk"))
         for case in cases:
@@ -454,6 +462,7 @@ def signal_ingest(*, signal_type: str, delivery_ref: str, payload: dict | None =
         return SignalResult(targeted=False)
     experiment, group = targeting.experiment_group(config.targeting, delivery_ref)
     with transaction.atomic():
+        feed_writer_enter(CaseEvent)
         with connection.cursor() as cursor:
             cursor.execute(_OUTCOME_INSERT, [delivery_ref, signal_type, config.queue_id, experiment, group,
                                              json.dumps(payload)])
@@ -563,6 +572,7 @@ def cases_import_legacy(*, rows: Iterable[tuple[int, dict | str]], actor=None, p
         if not batch:
             return
         with transaction.atomic():
+            feed_writer_enter(CaseEvent)
             present = set(Case.objects.filter(pk__in=[c.pk for c in batch]).values_list("pk", flat=True))
             fresh = list({c.pk: c for c in batch if c.pk not in present}.values())
             try:
@@ -648,6 +658,7 @@ def case_metrics_rollup(*, batch_size: int = 2000) -> int:
 def cases_bulk_create(*, cases: list[Case], actor=None) -> list[Case]:
     """Insert many new cases (each validated against its queue's schema) and their `created` events,
     in two statements."""
+    feed_writer_enter(CaseEvent)
     configs = {c.queue_id: c for c in QueueConfig.objects.filter(
         queue_id__in={case.queue_id for case in cases}, is_active=True).select_related("queue")}
     for case in cases:

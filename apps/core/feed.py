@@ -13,6 +13,10 @@ it. Writers pay one cheap lock call per transaction and wait at most for the con
 `max(id)` query; a consumer that cannot get the lock within FENCE_TIMEOUT_MS just skips the
 round (its position is safe, it is merely later).
 
+Writers take the fence at the *start* of their transaction, before any row lock: a writer
+queued behind a waiting consumer then holds nothing another writer needs, so writers and a
+consumer can never form a lock cycle.
+
 Delivery is exactly-once per consumer: the cursor row is locked (`SELECT ... FOR UPDATE`), the
 handler runs, and the position advances in the same transaction. A handler that fails rolls
 its own writes back together with the position, so the batch is retried whole.
