@@ -255,7 +255,7 @@ WITH staged AS (
     FROM up
 ), progress AS (
     UPDATE inventory_ingestionrun r SET
-        batches_done = r.batches_done + 1, items_done = r.items_done + %(received)s,
+        batches_done = r.batches_done + %(batches)s, items_done = r.items_done + %(received)s,
         received = r.received + %(received)s, created = r.created + tally.created,
         updated = r.updated + tally.updated,
         unchanged = r.unchanged + %(unchanged)s + %(valid_written)s - tally.created - tally.updated,
@@ -443,39 +443,72 @@ def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
         if items is not None:
             rows_iter = items[items_done:]
     throttle = conf.throttle_s()
-    batch = batches_done
+    # Input batches whose output is small (an unchanged re-feed writes nothing) are folded into
+    # one commit until batch_size rows are pending or a heartbeat is due. A commit always ends on
+    # an input-batch boundary and carries those batches' progress, so resuming stays exact.
+    pending = _Pending(first_batch=batches_done)
+    last_commit = time.monotonic()
     for chunk in _batches(rows_iter, batch_size):
-        result = pipeline.process_batch(chunk, ctx)
-        for reason, count in result.rejected_by_reason.items():
-            by_reason[reason] = by_reason.get(reason, 0) + count
-        _batch_commit(run_id, token, store_id, batch, result, by_reason)
-        batch += 1
+        pending.add(pipeline.process_batch(chunk, ctx), by_reason)
+        if len(pending.rows) >= batch_size or time.monotonic() - last_commit >= HEARTBEAT_S:
+            _batch_commit(run_id, token, store_id, pending, by_reason)
+            pending = _Pending(first_batch=pending.first_batch + pending.batches)
+            last_commit = time.monotonic()
         if throttle:
             time.sleep(throttle)
+    if pending.batches:
+        _batch_commit(run_id, token, store_id, pending, by_reason)
     return prediction
 
 
-def _batch_commit(
-    run_id: int, token: uuid.UUID, store_id: int, batch: int, result: pipeline.BatchResult, by_reason: dict
-) -> None:
+HEARTBEAT_S = 1.0
+
+
+class _Pending:
+    """Output and counts of input batches processed but not yet committed."""
+
+    __slots__ = ("batches", "first_batch", "held", "predicted_oos", "received", "rejected", "rows", "unchanged",
+                 "valid_written")
+
+    def __init__(self, *, first_batch: int) -> None:
+        self.first_batch = first_batch
+        self.batches = self.received = self.unchanged = self.valid_written = 0
+        self.rejected = self.held = self.predicted_oos = 0
+        self.rows: list[tuple] = []
+
+    def add(self, result: pipeline.BatchResult, by_reason: dict) -> None:
+        self.batches += 1
+        self.rows.extend(result.rows)
+        self.received += result.received
+        self.unchanged += result.unchanged
+        self.valid_written += result.valid_written
+        self.rejected += result.rejected
+        self.held += result.held
+        self.predicted_oos += result.predicted_oos
+        for reason, count in result.rejected_by_reason.items():
+            by_reason[reason] = by_reason.get(reason, 0) + count
+
+
+def _batch_commit(run_id: int, token: uuid.UUID, store_id: int, pending: _Pending, by_reason: dict) -> None:
     params = {
         "store": store_id,
         "run": run_id,
         "token": token,
-        "batch": batch,
+        "batch": pending.first_batch,
+        "batches": pending.batches,
         "now": timezone.now(),
-        "received": result.received,
-        "unchanged": result.unchanged,
-        "valid_written": result.valid_written,
-        "rejected": result.rejected,
+        "received": pending.received,
+        "unchanged": pending.unchanged,
+        "valid_written": pending.valid_written,
+        "rejected": pending.rejected,
         "by_reason": json.dumps(by_reason),
-        "held": result.held,
-        "predicted_oos": result.predicted_oos,
+        "held": pending.held,
+        "predicted_oos": pending.predicted_oos,
     }
     with transaction.atomic(), connection.cursor() as cursor:
-        if result.rows:
+        if pending.rows:
             with cursor.copy(_COPY_SQL) as copy:
-                for row in result.rows:
+                for row in pending.rows:
                     copy.write_row(row)
         cursor.execute(_BATCH_SQL, params)
         if cursor.fetchone()[0] != 1:
