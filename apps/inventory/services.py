@@ -189,7 +189,8 @@ RETURNING r.store_id, r.source, r.batch_size, r.batches_done, r.items_done, r.pa
     (SELECT jsonb_agg(jsonb_build_array(g.category, g.max_ratio, g.ceiling_cents)
                       ORDER BY g.store_id NULLS FIRST)
      FROM inventory_priceguardrail g WHERE g.store_id = r.store_id OR g.store_id IS NULL),
-    (SELECT version FROM inventory_oosmodel WHERE is_current)
+    (SELECT version FROM inventory_oosmodel WHERE is_current),
+    to_regclass('pg_temp.inventory_stage') IS NOT NULL
 """
 
 _STAGE_SQL = """
@@ -392,6 +393,7 @@ def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
         _sla,
         guardrails,
         model_version,
+        has_stage,
     ) = claimed
     # Django's connection hands JSONB back as text.
     by_reason = json.loads(by_reason) if isinstance(by_reason, str) else dict(by_reason or {})
@@ -430,8 +432,10 @@ def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
         for category, ratio, ceiling in guardrails or ():
             ctx.guardrails[category] = (ratio, ceiling)
         prediction, ctx.predictor = _current_predictor(model_version)
-    with connection.cursor() as cursor:
-        cursor.execute(_STAGE_SQL)
+    if not has_stage:
+        # The temp table lives as long as the database session: created once per connection.
+        with connection.cursor() as cursor:
+            cursor.execute(_STAGE_SQL)
     del skus
 
     rows_iter = items if items is not None else _csv_rows(payload_path)
