@@ -471,8 +471,17 @@ HEARTBEAT_S = 1.0
 class _Pending:
     """Output and counts of input batches processed but not yet committed."""
 
-    __slots__ = ("batches", "first_batch", "held", "predicted_oos", "received", "rejected", "rows", "unchanged",
-                 "valid_written")
+    __slots__ = (
+        "batches",
+        "first_batch",
+        "held",
+        "predicted_oos",
+        "received",
+        "rejected",
+        "rows",
+        "unchanged",
+        "valid_written",
+    )
 
     def __init__(self, *, first_batch: int) -> None:
         self.first_batch = first_batch
