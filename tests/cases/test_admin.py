@@ -180,3 +180,16 @@ def test_queue_config_editor_publishes_a_validated_version(client, refunds):
     assert active.version == 2 and active.routing == {"skills": ["refunds"]} and active.created_by == editor
     assert QueueConfig.objects.filter(queue=refunds).count() == 2
     assert client.get("/admin/cases/queue/").status_code == 200
+
+
+def test_ops_rolls_a_queue_back_to_an_earlier_config_version(ops, refunds):
+    first = QueueConfig.objects.get(queue=refunds)
+    services.queue_config_publish(queue=refunds, fields_schema={"type": "object"},
+                                  transitions={"new": ["resolved"], "resolved": []})
+    assert ops.get(f"/admin/cases/queueconfig/{first.pk}/change/").status_code == 200  # view only
+    response = ops.post("/admin/cases/queueconfig/", {"action": "activate_version", "index": 0,
+                                                      "_selected_action": [first.pk]}, follow=True)
+    assert b"version 1 is active" in response.content
+    assert QueueConfig.objects.get(queue=refunds, is_active=True).pk == first.pk
+    page = ops.get("/admin/cases/queue/").content.decode()
+    assert f"/admin/cases/queueconfig/add/?queue={refunds.pk}" in page
