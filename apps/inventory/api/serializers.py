@@ -86,3 +86,27 @@ class SignalInputSerializer(serializers.Serializer):
 
 class CsvUploadSerializer(serializers.Serializer):
     file = serializers.FileField()
+
+
+class RejectionSerializer(serializers.Serializer):
+    run_id = serializers.IntegerField()
+    reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ItemStatusSerializer(serializers.Serializer):
+    """Why a SKU is (not) shown in a store: the answer of `selectors.item_status`."""
+
+    store_id = serializers.IntegerField()
+    sku = serializers.CharField()
+    display_status = serializers.CharField()
+    shown = serializers.BooleanField()
+    reason = serializers.CharField()
+    last_rejection = RejectionSerializer(allow_null=True)
+    price_cents = serializers.IntegerField(required=False, allow_null=True)
+    held_price_cents = serializers.IntegerField(required=False, allow_null=True)
+    is_available = serializers.BooleanField(required=False)
+    oos_score = serializers.FloatField(required=False, allow_null=True)
+    attributes = serializers.JSONField(required=False)
+    updated_run_id = serializers.IntegerField(required=False, allow_null=True)
+    updated_at = serializers.DateTimeField(required=False)

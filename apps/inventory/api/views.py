@@ -93,9 +93,10 @@ class StoreItemListView(generics.ListAPIView):
 class StoreItemStatusView(APIView):
     """Why is this SKU (not) shown in this store? Works for SKUs that were only ever rejected."""
 
+    @extend_schema(responses=s.ItemStatusSerializer)
     def get(self, request, store_id: int, sku: str):
         store = selectors.store_for_user(user=request.user, store_id=store_id)
-        return Response(selectors.item_status(store=store, sku=sku))
+        return Response(s.ItemStatusSerializer(selectors.item_status(store=store, sku=sku)).data)
 
 
 class StoreRunListView(generics.ListAPIView):
