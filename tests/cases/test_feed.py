@@ -131,6 +131,7 @@ def test_metrics_rollup_computes_handle_time_and_first_contact_resolution():
     services.case_transition(case=reopened, to_status=Status.RESOLVED)
     make_case(queue=queue)  # open, not resolved
 
+    assert feed.feed_lag(services.CASE_METRICS_CONSUMER, model=CaseEvent) >= CaseEvent.objects.count() > 0
     processed = services.case_metrics_rollup()
     assert processed == CaseEvent.objects.count()
     stats = {s.case_id: s for s in CaseStats.objects.all()}
