@@ -1,11 +1,12 @@
 """Prometheus metrics of cases: backlog per queue/status, handle time and first-contact
-resolution (from the CaseStats rollup kept by the change-feed consumer), proactive-outreach
+resolution (from the CaseStats rollup kept by the change-feed consumer), SLA breaches, proactive-outreach
 experiment groups with their follow-up contacts, consumer lag."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.db import connection
 from django.db.models import Avg, Count, Q
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -32,6 +33,30 @@ def resolution_stats() -> list[tuple[str, float | None, float | None, int]]:
              r["resolved"]) for r in rows]
 
 
+_SLA_BREACHES = """
+SELECT q.slug,
+       count(*) FILTER (WHERE c.first_response_at IS NULL AND c.created_at <
+                        now() - make_interval(mins => (cfg.sla->>'first_response_minutes')::int)),
+       count(*) FILTER (WHERE c.resolved_at IS NULL AND c.created_at <
+                        now() - make_interval(mins => (cfg.sla->>'resolution_minutes')::int))
+FROM cases_case c
+JOIN cases_queueconfig cfg ON cfg.queue_id = c.queue_id AND cfg.is_active
+JOIN cases_queue q ON q.id = c.queue_id
+WHERE c.status = ANY(%s)
+GROUP BY q.slug ORDER BY q.slug
+"""
+
+
+def sla_breaches() -> list[tuple[str, int, int]]:
+    """(queue slug, open cases past the first-response target, open cases past the resolution target).
+
+    A queue without a target counts no breaches of it (the interval is NULL, the filter false).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_SLA_BREACHES, [list(OPEN_STATUSES)])
+        return [(slug, first, resolution) for slug, first, resolution in cursor.fetchall()]
+
+
 def collect() -> Iterable[Metric]:
     open_cases = GaugeMetricFamily("casehub_cases_open", "Open cases (backlog) per queue and status.",
                                    labels=["queue", "status"])
@@ -54,6 +79,12 @@ def collect() -> Iterable[Metric]:
     yield handle
     yield fcr
     yield resolved
+    breaches = GaugeMetricFamily("casehub_cases_sla_breached", "Open cases past a queue SLA target.",
+                                 labels=["queue", "target"])
+    for queue, first, resolution in sla_breaches():
+        breaches.add_metric([queue, "first_response"], first)
+        breaches.add_metric([queue, "resolution"], resolution)
+    yield breaches
     deliveries = GaugeMetricFamily("casehub_signal_experiment_deliveries",
                                    "Deliveries per proactive-outreach experiment group.",
                                    labels=["experiment", "group"])

@@ -7,7 +7,7 @@ import pytest
 from django.db import connection, transaction
 
 from apps.cases import metrics, services
-from apps.cases.models import CaseEvent, CaseStats, Status
+from apps.cases.models import Case, CaseEvent, CaseStats, Queue, Status
 from apps.core import feed
 from apps.core.models import FeedCursor
 from tests.factories.accounts import AgentFactory
@@ -182,3 +182,27 @@ def test_fence_leaves_the_callers_lock_timeout_alone():
         assert feed.feed_high_water_mark(CaseEvent) == 0
         cursor.execute("SHOW lock_timeout")
         assert cursor.fetchone()[0] == "7s"
+
+
+@pytest.mark.django_db
+def test_sla_breaches_per_queue():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    queue = QueueFactory(slug="sla", config__sla={"first_response_minutes": 30, "resolution_minutes": 120})
+    QueueFactory(slug="no-sla", config__sla={})
+    old = make_case(queue=queue)
+    older = make_case(queue=queue)
+    make_case(queue=queue)  # fresh: within both targets
+    answered = make_case(queue=queue)
+    services.case_add_message(case=answered, body="hi")
+    now = timezone.now()
+    Case.objects.filter(pk__in=[old.pk, answered.pk]).update(created_at=now - timedelta(minutes=45))
+    Case.objects.filter(pk=older.pk).update(created_at=now - timedelta(hours=3))
+    make_case(queue=Queue.objects.get(slug="no-sla"))
+    assert metrics.sla_breaches() == [("no-sla", 0, 0), ("sla", 2, 1)]
+    families = {f.name: f for f in metrics.collect()}
+    values = {(s.labels["queue"], s.labels["target"]): s.value
+              for s in families["casehub_cases_sla_breached"].samples}
+    assert values[("sla", "first_response")] == 2 and values[("sla", "resolution")] == 1
