@@ -12,6 +12,11 @@ def case_list() -> QuerySet[Case]:
     return Case.objects.select_related("queue", "assigned_agent")
 
 
+def case_list_for_merchant(merchant_ref: str) -> QuerySet[Case]:
+    """A merchant's cases (indexed `merchant_ref`), for the Support Hub."""
+    return case_list().filter(merchant_ref=merchant_ref)
+
+
 def case_detail() -> QuerySet[Case]:
     """Cases with their timeline prefetched (one extra query for all events)."""
     return case_list().prefetch_related(

@@ -133,6 +133,8 @@ class CaseFilterSet(django_filters.FilterSet):
         queryset = super().filter_queryset(queryset)
         for key in self.data:
             match = DYNAMIC_PARAM.match(key)
+            if match is not None and "__" in match["name"]:
+                match = None  # "a__b" would reach into nested keys or lookups: not a field name
             if match is None:
                 if key.startswith("field."):
                     raise ValidationError({key: ["Use field.<name> or field.<name>__gt|gte|lt|lte."]})
