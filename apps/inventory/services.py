@@ -22,7 +22,7 @@ from itertools import islice
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError, NotFound
@@ -450,19 +450,58 @@ def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
     # Input batches whose output is small (an unchanged re-feed writes nothing) are folded into
     # one commit until batch_size rows are pending or a heartbeat is due. A commit always ends on
     # an input-batch boundary and carries those batches' progress, so resuming stays exact.
+    #
+    # Commits run on a writer thread, one at a time, while this thread computes the next batch:
+    # the database and the pipeline overlap (two cores). The writer uses this thread's session
+    # (same staging table, same test transaction); this thread does no SQL while it runs.
+    writer = _Writer(run_id, token, store_id)
     pending = _Pending(first_batch=batches_done)
     last_commit = time.monotonic()
-    for chunk in _batches(rows_iter, batch_size):
-        pending.add(pipeline.process_batch(chunk, ctx), by_reason)
-        if len(pending.rows) >= batch_size or time.monotonic() - last_commit >= HEARTBEAT_S:
-            _batch_commit(run_id, token, store_id, pending, by_reason)
-            pending = _Pending(first_batch=pending.first_batch + pending.batches)
-            last_commit = time.monotonic()
-        if throttle:
-            time.sleep(throttle)
-    if pending.batches:
-        _batch_commit(run_id, token, store_id, pending, by_reason)
+    try:
+        for chunk in _batches(rows_iter, batch_size):
+            pending.add(pipeline.process_batch(chunk, ctx), by_reason)
+            if len(pending.rows) >= batch_size or time.monotonic() - last_commit >= HEARTBEAT_S:
+                writer.submit(pending, by_reason)
+                pending = _Pending(first_batch=pending.first_batch + pending.batches)
+                last_commit = time.monotonic()
+            if throttle:
+                writer.wait()  # a throttled (test) run commits each batch before sleeping
+                time.sleep(throttle)
+        if pending.batches:
+            writer.submit(pending, by_reason)
+        writer.wait()
+    finally:
+        writer.close()
     return prediction
+
+
+class _Writer:
+    """Commits pending batches on one background thread, at most one in flight."""
+
+    def __init__(self, run_id: int, token: uuid.UUID, store_id: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.args = (run_id, token, store_id)
+        # `connection` is a per-thread proxy: resolve this thread's wrapper for the writer.
+        self.db = connections[DEFAULT_DB_ALIAS]
+        self.db.ensure_connection()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inventory-writer")
+        self.future = None
+
+    def wait(self) -> None:
+        if self.future is not None:
+            future, self.future = self.future, None
+            future.result()  # re-raises the writer's error (ClaimLost, database errors) here
+
+    def submit(self, pending: _Pending, by_reason: dict) -> None:
+        self.wait()
+        self.future = self.executor.submit(_batch_commit, self.db, *self.args, pending, json.dumps(by_reason))
+
+    def close(self) -> None:
+        # Never leave a commit running when the caller goes on to use the connection.
+        if self.future is not None:
+            self.future.exception()
+        self.executor.shutdown(wait=True)
 
 
 HEARTBEAT_S = 1.0
@@ -502,7 +541,12 @@ class _Pending:
             by_reason[reason] = by_reason.get(reason, 0) + count
 
 
-def _batch_commit(run_id: int, token: uuid.UUID, store_id: int, pending: _Pending, by_reason: dict) -> None:
+def _batch_commit(
+    db, run_id: int, token: uuid.UUID, store_id: int, pending: _Pending, by_reason_json: str
+) -> None:
+    """COPY the pending rows, then one statement: log rejections, upsert, advance progress."""
+    import psycopg
+
     params = {
         "store": store_id,
         "run": run_id,
@@ -514,18 +558,23 @@ def _batch_commit(run_id: int, token: uuid.UUID, store_id: int, pending: _Pendin
         "unchanged": pending.unchanged,
         "valid_written": pending.valid_written,
         "rejected": pending.rejected,
-        "by_reason": json.dumps(by_reason),
+        "by_reason": by_reason_json,
         "held": pending.held,
         "predicted_oos": pending.predicted_oos,
     }
-    with transaction.atomic(), connection.cursor() as cursor:
-        if pending.rows:
-            with cursor.copy(_COPY_SQL) as copy:
-                for row in pending.rows:
-                    copy.write_row(row)
-        cursor.execute(_BATCH_SQL, params)
-        if cursor.fetchone()[0] != 1:
-            raise ClaimLost(run_id)
+    raw = db.connection
+    # psycopg's own transaction block: BEGIN/COMMIT, or a savepoint inside an outer transaction.
+    with raw.transaction():
+        cursor = psycopg.ClientCursor(raw)  # the client-side binding Django itself uses
+        cursor = db.make_debug_cursor(cursor) if db.queries_logged else db.make_cursor(cursor)
+        with cursor:
+            if pending.rows:
+                with cursor.copy(_COPY_SQL) as copy:
+                    for row in pending.rows:
+                        copy.write_row(row)
+            cursor.execute(_BATCH_SQL, params)
+            if cursor.fetchone()[0] != 1:
+                raise ClaimLost(run_id)
 
 
 def ingestion_runs_requeue_stale(*, stale_after_s: int | None = None, limit: int = 100) -> list[int]:

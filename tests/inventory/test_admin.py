@@ -134,3 +134,17 @@ def test_model_admin_shows_held_out_accuracy_and_trains_on_demand(ops_client):
     )
     page = ops_client.get("/admin/inventory/oosmodel/").content.decode()
     assert "87.5%" in page and "Train a new model now" in page
+
+
+def test_requeue_action_gives_failed_runs_new_attempts(ops_client, django_capture_on_commit_callbacks):
+    store = StoreFactory()
+    failed = IngestionRun.objects.create(store=store, source="api", status="failed", attempts=3, error="boom")
+    done = IngestionRun.objects.create(store=store, source="api", status="succeeded", attempts=1)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        ops_client.post(
+            "/admin/inventory/ingestionrun/", {"action": "requeue", "_selected_action": [failed.pk, done.pk]}
+        )
+    failed.refresh_from_db()
+    done.refresh_from_db()
+    assert (failed.status, failed.attempts, failed.error) == ("queued", 0, "")
+    assert done.status == "succeeded" and len(callbacks) == 1
