@@ -293,6 +293,17 @@ def _transition(case: Case, to_status: str, actor, config: QueueConfig, *, note:
     return events
 
 
+def _back_to_waiting(case: Case, actor, config: QueueConfig, *, reason: str) -> list[CaseEvent]:
+    """An 'assigned' case that lost its agent waits again (the queue's initial status), so the
+    assignment engine, which claims unassigned cases in that status, offers it again. A system
+    move, recorded like any other status change."""
+    if case.status != Status.ASSIGNED or case.assigned_agent_id is not None:
+        return []
+    case.status = config.initial_status
+    return [_event(case, EventKind.STATUS_CHANGED, actor, reason=reason,
+                   **{"from": Status.ASSIGNED, "to": config.initial_status})]
+
+
 @transaction.atomic
 def case_transition(*, case: Case, to_status: str, actor=None, note: str = "") -> Case:
     """Move a case along its queue's transition table; an illegal move raises with the allowed ones."""
@@ -316,12 +327,14 @@ def case_assign(*, case: Case, agent, actor=None) -> Case:
         "agent": str(agent) if agent else None,
     })]
     case.assigned_agent = agent
+    config = _active_config(case.queue_id)
     if agent is not None:
         case.first_assigned_at = case.first_assigned_at or timezone.now()
-        config = _active_config(case.queue_id)
         if case.status != Status.ASSIGNED and Status.ASSIGNED in config.transitions.get(case.status, []) \
                 and case.status in (Status.NEW, Status.REOPENED):
             events += _transition(case, Status.ASSIGNED, actor, config)
+    else:
+        events += _back_to_waiting(case, actor, config, reason="unassigned")
     case.save()
     _events_write(events)
     return case
@@ -366,6 +379,7 @@ def case_transfer(*, case: Case, queue: Queue, actor=None, reason: str = "") -> 
         "from": case.queue.slug, "to": queue.slug, "unassigned": case.assigned_agent_id})]
     case.queue = queue
     case.assigned_agent = None
+    events += _back_to_waiting(case, actor, config, reason="transferred")
     case.save()
     _events_write(events)
     return case

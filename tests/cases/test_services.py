@@ -119,8 +119,9 @@ def test_transfer_validates_new_schema_and_unassigns(refunds):
     assert exc.value.errors == {"fields.ticket": ["This field is required."]}
     case = services.case_transfer(case=case, queue=general, reason="wrong queue")
     assert case.queue == general and case.assigned_agent is None
-    event = CaseEvent.objects.filter(case=case).last()
-    assert event.kind == "transferred" and event.data["from"] == "refunds" and event.data["to"] == "general"
+    event = CaseEvent.objects.get(case=case, kind="transferred")
+    assert event.data["from"] == "refunds" and event.data["to"] == "general"
+    assert case.status == Status.NEW  # back to waiting, in the new queue
 
 
 def test_legacy_transfer_is_recorded_and_reversible(refunds):
@@ -189,3 +190,23 @@ def test_case_lock_is_taken_for_updates(refunds):
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'tuple' OR mode = 'RowShareLock'")
             assert cursor.fetchone()[0] >= 1
+
+
+def test_losing_the_agent_puts_an_assigned_case_back_in_waiting(refunds):
+    general = QueueFactory(slug="general")
+    agent = AgentFactory()
+    case = make_case(queue=refunds, fields={"order_id": "A-1"})
+    services.case_assign(case=case, agent=agent)
+    case = services.case_assign(case=case, agent=None)
+    assert case.status == Status.NEW and case.assigned_agent is None
+    services.case_assign(case=case, agent=agent)
+    case = services.case_transfer(case=case, queue=general)
+    assert case.status == Status.NEW and case.assigned_agent is None
+    moves = [(e.data["from"], e.data["to"], e.data.get("reason"))
+             for e in CaseEvent.objects.filter(case=case, kind="status_changed").order_by("id")]
+    assert moves == [("new", "assigned", None), ("assigned", "new", "unassigned"),
+                     ("new", "assigned", None), ("assigned", "new", "transferred")]
+    # An in-progress case keeps its status when unassigned: someone worked it already.
+    services.case_assign(case=case, agent=agent)
+    services.case_transition(case=case, to_status=Status.IN_PROGRESS)
+    assert services.case_assign(case=case, agent=None).status == Status.IN_PROGRESS
