@@ -158,3 +158,22 @@ def test_case_list_for_merchant_is_scoped(refunds):
     mine = make_case(queue=refunds, fields={"order_id": "M-1"}, merchant_ref="m-1001")
     make_case(queue=refunds, fields={"order_id": "M-2"}, merchant_ref="m-1002")
     assert list(case_list_for_merchant("m-1001")) == [mine]
+
+
+def test_notes_and_reversible_legacy_transfer(agent_client, refunds):
+    case = make_case(queue=refunds, fields={"order_id": "A-1"})
+    base = f"{LIST}{case.pk}/"
+    note = agent_client.post(f"{base}notes/", {"body": "customer called back"}, format="json")
+    assert note.status_code == 201 and note.json()["timeline"][-1]["data"] == {"body": "customer called back"}
+    assert agent_client.post(f"{base}notes/", {"body": ""}, format="json").status_code == 400
+
+    out = agent_client.post(f"{base}legacy-transfer/", {"direction": "out", "legacy_ref": "CRM-5"},
+                            format="json")
+    assert out.status_code == 200 and out.json()["location"] == "legacy"
+    frozen = agent_client.post(f"{base}transition/", {"status": "resolved"}, format="json")
+    assert frozen.status_code == 409 and frozen.json()["code"] == "in_legacy"
+    again = agent_client.post(f"{base}legacy-transfer/", {"direction": "in"}, format="json")
+    assert again.status_code == 200 and again.json()["location"] == "casehub"
+    assert agent_client.post(f"{base}legacy-transfer/", {"direction": "in"}, format="json").status_code == 409
+    kinds = [e["kind"] for e in again.json()["timeline"]]
+    assert kinds == ["created", "note", "legacy_transfer", "legacy_transfer"]

@@ -4,13 +4,16 @@ from rest_framework.permissions import BasePermission
 
 
 class CasePermission(BasePermission):
-    """Reading needs cases.view_case, creating cases.add_case, transitions cases.change_case."""
+    """Reading needs cases.view_case, creating cases.add_case, notes cases.add_caseevent, changes
+    (transitions, legacy transfers) cases.change_case."""
 
     action_perms = {
         "list": "cases.view_case",
         "retrieve": "cases.view_case",
         "create": "cases.add_case",
         "transition": "cases.change_case",
+        "notes": "cases.add_caseevent",
+        "legacy_transfer": "cases.change_case",
     }
 
     def has_permission(self, request, view) -> bool:

@@ -71,3 +71,13 @@ class SignalResultSerializer(serializers.Serializer):
     experiment = serializers.CharField(allow_blank=True)
     group = serializers.CharField(allow_null=True, help_text="treatment, control or none")
     case_id = serializers.UUIDField(allow_null=True, help_text="Null for control (no outreach).")
+
+
+class CaseNoteSerializer(serializers.Serializer):
+    body = serializers.CharField()
+
+
+class LegacyTransferSerializer(serializers.Serializer):
+    direction = serializers.ChoiceField(choices=[("out", "to the legacy CRM"), ("in", "back to Casehub")])
+    legacy_ref = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
+    reason = serializers.CharField(required=False, default="", allow_blank=True)

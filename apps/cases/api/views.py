@@ -15,8 +15,10 @@ from apps.cases.api.permissions import CanIngestSignals, CasePermission
 from apps.cases.api.serializers import (
     CaseCreateSerializer,
     CaseDetailSerializer,
+    CaseNoteSerializer,
     CaseSerializer,
     CaseTransitionSerializer,
+    LegacyTransferSerializer,
     SignalResultSerializer,
     SignalSerializer,
 )
@@ -72,6 +74,35 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         case = self.get_object()
         services.case_transition(case=case, to_status=serializer.validated_data["status"],
                                  note=serializer.validated_data["note"], actor=request.user)
+        return Response(CaseDetailSerializer(selectors.case_detail().get(pk=case.pk)).data)
+
+    @extend_schema(summary="Add an internal note to the timeline", request=CaseNoteSerializer,
+                   responses={201: CaseDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def notes(self, request, pk=None):
+        serializer = CaseNoteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        case = self.get_object()
+        services.case_add_note(case=case, body=serializer.validated_data["body"], actor=request.user)
+        return Response(CaseDetailSerializer(selectors.case_detail().get(pk=case.pk)).data,
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Hand a case to the legacy CRM (out) or take it back (in)",
+        description="Recorded in the timeline; while out, the case cannot be changed here.",
+        request=LegacyTransferSerializer, responses={200: CaseDetailSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="legacy-transfer")
+    def legacy_transfer(self, request, pk=None):
+        serializer = LegacyTransferSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        case = self.get_object()
+        if data["direction"] == "out":
+            services.case_legacy_transfer_out(case=case, legacy_ref=data["legacy_ref"], reason=data["reason"],
+                                              actor=request.user)
+        else:
+            services.case_legacy_transfer_back(case=case, reason=data["reason"], actor=request.user)
         return Response(CaseDetailSerializer(selectors.case_detail().get(pk=case.pk)).data)
 
 
