@@ -86,9 +86,11 @@ class BatchResult:
         return sum(self.rejected_by_reason.values())
 
 
-def fingerprint(values: tuple) -> int:
-    """A stable 64-bit digest (Python's hash() is salted per process, so it cannot be stored)."""
-    return int.from_bytes(blake2b(repr(values).encode(), digest_size=8).digest(), "big", signed=True)
+def fingerprint(published, available, status, detail, held_cents, score, attrs) -> int:
+    """A stable 64-bit digest of what a feed writes (Python's hash() is salted per process, so
+    it cannot be stored). process_batch inlines the same expression."""
+    text = f"{published}|{available}|{status}|{detail}|{held_cents}|{score}|{attrs}"
+    return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _number(raw) -> float | None:
@@ -228,11 +230,13 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
     # One vectorised model call per batch, not one per item.
     scores = np.round(ctx.predictor(np.asarray(features, dtype=np.float64)), 2).tolist() if pending else []
     run_id = ctx.run_id
+    held_n = oos_n = unchanged = written = 0
+    digest, from_bytes = blake2b, int.from_bytes
     for (sku, cents, available, held, attrs, prior, prior_fp), score in zip(pending, scores, strict=True):
         if score >= OOS_THRESHOLD:
-            out.predicted_oos += 1
+            oos_n += 1
         if held is not None:
-            out.held += 1
+            held_n += 1
             status, detail, published, held_cents = HELD, held, prior, cents
         elif not available:
             status, detail, published, held_cents = UNAVAILABLE, "merchant reports unavailable", cents, None
@@ -245,10 +249,12 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
             )
         else:
             status, detail, published, held_cents = SHOWN, "", cents, None
-        # The digest leaves out the run number, so re-feeding a held item does not rewrite it.
-        fp = fingerprint((published, available, status, detail, held_cents, score, attrs))
+        # The digest (see fingerprint()) leaves out the run number, so re-feeding a held item
+        # does not rewrite it. Inlined: this line runs for every item of every feed.
+        text = f"{published}|{available}|{status}|{detail}|{held_cents}|{score}|{attrs}"
+        fp = from_bytes(digest(text.encode(), digest_size=8).digest(), "big", signed=True)
         if fp == prior_fp:
-            out.unchanged += 1
+            unchanged += 1
             continue
         if status == SHOWN:
             reason = ""
@@ -257,5 +263,6 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
         else:
             reason = f"not shown: {detail}"
         rows.append((sku, published, available, status, reason, held_cents, score, attrs, fp, None))
-        out.valid_written += 1
+        written += 1
+    out.held, out.predicted_oos, out.unchanged, out.valid_written = held_n, oos_n, unchanged, written
     return out
