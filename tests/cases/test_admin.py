@@ -35,15 +35,15 @@ def test_changelist_query_count_is_constant(ops, refunds, django_assert_num_quer
     agent = AgentFactory()
     cases = seed(refunds, 5, reason="late")
     services.case_assign(case=cases[0], agent=agent)
-    # user, permissions (user + groups), filters (queues, agents, active schemas), COUNT, page;
-    # the session lives in the cache.
-    with django_assert_num_queries(8):
+    # user, permissions (user + groups), filters (queues, agents, active schemas), the size
+    # estimate, COUNT (exact below 100k rows), page; the session lives in the cache.
+    with django_assert_num_queries(9):
         response = ops.get(CHANGELIST)
     assert response.status_code == 200
     assert response.content.decode().count('class="action-select"') == 5
     for case in seed(refunds, 45, reason="damaged"):
         services.case_assign(case=case, agent=agent)
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(9):
         response = ops.get(CHANGELIST)
     assert response.content.decode().count('class="action-select"') == 50
 
@@ -193,3 +193,21 @@ def test_ops_rolls_a_queue_back_to_an_earlier_config_version(ops, refunds):
     assert QueueConfig.objects.get(queue=refunds, is_active=True).pk == first.pk
     page = ops.get("/admin/cases/queue/").content.decode()
     assert f"/admin/cases/queueconfig/add/?queue={refunds.pk}" in page
+
+
+def test_unfiltered_changelist_counts_big_tables_from_the_estimate(refunds):
+    from apps.cases.admin import EstimatedCountPaginator
+
+    seed(refunds, 3, reason="late")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE cases_case")
+    assert EstimatedCountPaginator(Case.objects.all(), 50).count == 3  # small: exact
+    EstimatedCountPaginator.EXACT_BELOW = 0
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE pg_class SET reltuples = 2000000 WHERE oid = 'cases_case'::regclass")
+        assert EstimatedCountPaginator(Case.objects.all(), 50).count == 2_000_000
+        filtered = Case.objects.filter(fields__contains={"reason": "late"})
+        assert EstimatedCountPaginator(filtered, 50).count == 3  # a filtered list is counted exactly
+    finally:
+        EstimatedCountPaginator.EXACT_BELOW = 100_000
