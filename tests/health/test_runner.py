@@ -225,11 +225,12 @@ def test_a_stream_stays_open_between_runs_and_is_closed_when_its_check_is_remove
     spec = HealthSpecFactory(name="logs", checks=[stream_check("errors", log), check_doc("db")])
     check = spec.checks.get(name="errors")
     health_spec_run(spec_id=spec.id)
-    handle = STREAMS._streams[check.id].handle
+    handle, first_token = STREAMS._streams[check.id].handle, STREAMS.token_of(check.id)
     with log.open("a") as f:
         f.write("ERROR b\nINFO c\n")
     health_spec_run(spec_id=spec.id)
-    assert STREAMS._streams[check.id].handle is handle  # the same open file
+    assert STREAMS._streams[check.id].handle is handle  # the same open file...
+    assert STREAMS.token_of(check.id) not in (None, first_token)  # ...now under this run's lease
     check.refresh_from_db()
     assert check.state["offset"] == log.stat().st_size and check.last_status == CheckStatus.FAILURE
     assert check.results.first().message.startswith("2 match")
