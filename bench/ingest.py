@@ -34,7 +34,7 @@ def _rss_mb() -> float:
 
 
 def run(stores_n: int, items_n: int, naive_n: int) -> dict:
-    from django.db import connection, transaction
+    from django.db import connection, reset_queries, transaction
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
@@ -105,6 +105,7 @@ def run(stores_n: int, items_n: int, naive_n: int) -> dict:
         t2 = time.perf_counter()
         # Statements sent by the run (COPY included); BEGIN/COMMIT are transaction control.
         statements += sum(1 for q in queries if q["sql"] not in ("BEGIN", "COMMIT"))
+        reset_queries()  # the debug log would otherwise keep every run's SQL text alive
         submit_s += t1 - t0
         process_s += t2 - t1
         if n in (1, 2, 5, 10, 25, 50) or n == stores_n:
