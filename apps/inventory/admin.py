@@ -94,7 +94,7 @@ class StoreAdmin(admin.ModelAdmin):
 
     def _store(self, store_id: int) -> Store:
         try:
-            return services.store_get(store_id=store_id)
+            return selectors.store_get(store_id=store_id)
         except ApplicationError as exc:
             from django.http import Http404
 

@@ -19,6 +19,13 @@ def stores_for_user(user) -> QuerySet[Store]:
     return Store.objects.none()
 
 
+def store_get(*, store_id: int) -> Store:
+    store = Store.objects.filter(pk=store_id).first()
+    if store is None:
+        raise NotFound("No such store.")
+    return store
+
+
 def store_for_user(*, user, store_id: int) -> Store:
     # Another merchant's store answers 404, never 403: its existence is not disclosed.
     store = stores_for_user(user).filter(pk=store_id).first()

@@ -5,7 +5,8 @@ changed; they are COPYed into a temp staging table and ONE statement then (a) lo
 (b) upserts items with ON CONFLICT ... WHERE fingerprint IS DISTINCT FROM, and (c) advances the
 run's progress counters, guarded by the run's claim token and batch number. A batch therefore
 commits together with its progress or not at all: a killed worker's run resumes at the next batch
-with no duplicate or lost items.
+with no duplicate or lost items. Write-free batches (an unchanged re-feed) are folded into one
+commit, and commits run on a writer thread so the database and the pipeline work in parallel.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from django.core.files.storage import default_storage
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
-from apps.core.errors import ApplicationError, NotFound
+from apps.core.errors import ApplicationError
 from apps.inventory import conf, pipeline
 from apps.inventory.models import (
     IngestionRun,
@@ -811,10 +812,3 @@ def inventory_purge_expired(*, batch_size: int = 1000) -> dict[str, int]:
         ShopperSignal.objects.filter(created_at__lt=now - timedelta(days=conf.signal_ttl_days())), batch_size
     )
     return {"payloads": payloads, "rejections": rejections, "signals": signals}
-
-
-def store_get(*, store_id: int) -> Store:
-    store = Store.objects.filter(pk=store_id).first()
-    if store is None:
-        raise NotFound("No such store.")
-    return store

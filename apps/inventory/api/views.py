@@ -123,7 +123,7 @@ class SignalCreateView(APIView):
     def post(self, request):
         data = s.SignalInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        store = services.store_get(store_id=data.validated_data["store_id"])
+        store = selectors.store_get(store_id=data.validated_data["store_id"])
         signal = services.shopper_signal_record(
             store=store, sku=data.validated_data["sku"], found=data.validated_data["found"]
         )
