@@ -4,7 +4,7 @@ For each item of a batch: validate, hydrate from the catalog, compute the price 
 items from unit price x average weight, then the store markup), apply the price guardrails,
 and predict availability (vectorised over the batch). The output is the rows to write (only
 those whose fingerprint changed) plus per-batch counts. The hot loop avoids per-item copies,
-Decimal, datetime parsing and schema validation: it runs ~100k items/s on one core.
+Decimal, datetime parsing and schema validation: about 4 µs per item on this machine kind.
 """
 
 from __future__ import annotations

@@ -353,7 +353,8 @@ def ingestion_run_process(*, run_id: int) -> str:
     """Claim a run and process it to the end, resuming after its last committed batch.
 
     Returns "succeeded", "retry" (failed, attempts left; the run is queued again), "failed",
-    "skipped" (not claimable: finished, or alive elsewhere) or "lost" (re-claimed meanwhile).
+    "busy" (another worker holds it and heartbeats), "skipped" (finished, or out of attempts)
+    or "lost" (re-claimed meanwhile).
     """
     token = uuid.uuid4()
     stale = timezone.now() - timedelta(seconds=conf.stale_after_s())
@@ -361,7 +362,8 @@ def ingestion_run_process(*, run_id: int) -> str:
         cursor.execute(_CLAIM_SQL, {"token": token, "run": run_id, "stale": stale})
         claimed = cursor.fetchone()
     if claimed is None:
-        return "skipped"
+        status = IngestionRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+        return "busy" if status == RunStatus.RUNNING else "skipped"
     try:
         prediction = _run_batches(run_id, token, claimed)
     except ClaimLost:

@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from apps.core.errors import ApplicationError
-from apps.inventory import services
+from apps.inventory import conf, services
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None, soft_time_limit=3600, time_limit=3660)
@@ -12,6 +12,11 @@ def ingestion_run_process(self, run_id: int) -> str:
     outcome = services.ingestion_run_process(run_id=run_id)
     if outcome == "retry":
         raise self.retry(countdown=min(300, 5 * 2 ** min(self.request.retries, 6)))
+    if outcome == "busy":
+        # A redelivered message (e.g. its worker process died) while the claim still looks
+        # alive: look again once the heartbeat would be stale, so the run resumes even
+        # without the beat job.
+        raise self.retry(countdown=conf.stale_after_s() + 5)
     return outcome
 
 

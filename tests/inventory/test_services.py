@@ -274,7 +274,7 @@ def test_stale_runs_are_requeued_and_then_resume():
 
     fresh = services.feed_submit_json(store=store, body=feed_body(feed_items(skus)), enqueue=False)
     IngestionRun.objects.filter(pk=fresh.pk).update(status=RunStatus.RUNNING, heartbeat_at=timezone.now())
-    assert services.ingestion_run_process(run_id=fresh.pk) == "skipped"  # alive elsewhere
+    assert services.ingestion_run_process(run_id=fresh.pk) == "busy"  # alive elsewhere
     assert services.ingestion_runs_requeue_stale(stale_after_s=3600) == []
     assert services.ingestion_runs_requeue_stale(stale_after_s=0) == [fresh.pk]
     fresh.refresh_from_db()
