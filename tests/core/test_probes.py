@@ -1,7 +1,9 @@
 """/readyz against the real database, Redis and a live Celery worker; the websocket route."""
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
-from asgiref.sync import async_to_sync
 from channels.testing.websocket import WebsocketCommunicator
 
 from config import embedded
@@ -40,7 +42,10 @@ def test_readyz_is_503_naming_redis_when_redis_stops(client, celery_worker, sett
 
 
 def test_websocket_route_goes_through_channels():
-    async_to_sync(_websocket_roundtrip)()
+    # A thread of its own: the session's Playwright browser keeps an event loop running in
+    # the main thread once a browser test has run, and asyncio.run refuses to nest in it.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, _websocket_roundtrip()).result(timeout=30)
 
 
 async def _websocket_roundtrip():
