@@ -1,5 +1,7 @@
 """The platform foundation against the real embedded services."""
 
+from io import StringIO
+
 import pytest
 from django.contrib.auth.models import Group
 from django.core.management import call_command
@@ -37,9 +39,13 @@ def test_seed_demo_twice_leaves_the_same_counts():
         return {m._meta.label: m.objects.count() for m in apps.get_models()
                 if m._meta.app_label in {"auth", "cases", "assignment", "inventory", "merchants", "health"}}
 
-    call_command("seed_demo", no_progress=True)
+    out = StringIO()
+    call_command("seed_demo", no_progress=True, stdout=out)
     first = counts()
     assert first["auth.User"] > 0 and first["merchants.Merchant"] > 0 and first["assignment.Agent"] > 0
+    # The printed summary counts every user, agents' and merchants' logins included.
+    summary = dict(line.split() for line in out.getvalue().splitlines()[1:])
+    assert int(summary["users"].replace(",", "")) == first["auth.User"]
     call_command("seed_demo", no_progress=True)
     assert counts() == first
 

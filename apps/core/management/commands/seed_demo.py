@@ -2,6 +2,7 @@
 
 from importlib.util import find_spec
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils.module_loading import import_string
@@ -25,6 +26,8 @@ class Command(BaseCommand):
             seeder = import_string(path)
             with transaction.atomic():
                 summary.update(seeder(progress=progress))
+        # Later seeders add agents' and merchants' logins: count users once all have run.
+        summary["users"] = get_user_model().objects.count()
         width = max(len(k) for k in summary)
         self.stdout.write(self.style.SUCCESS("Demo data ready:"))
         for key, value in summary.items():
