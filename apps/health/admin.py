@@ -35,6 +35,11 @@ class HealthSpecForm(forms.ModelForm):
         name = cleaned.get("name") or (self.instance.name if self.instance.pk else "")
         if "source" not in cleaned or not name:
             return cleaned
+        folder = self.instance.managed_by if self.instance.pk else ""
+        if folder and cleaned["source"].strip() != self.instance.source.strip():  # the form strips text
+            # The next `apply_health_specs` would overwrite the edit: the file is the source of truth.
+            self.add_error("source", f"This spec is managed by the files in {folder}; change it there.")
+            return cleaned
         try:
             services.health_spec_validate(name=name, document=cleaned["source"])
         except ApplicationError as exc:
@@ -92,6 +97,10 @@ class HealthSpecAdmin(admin.ModelAdmin):
         )
         return format_html("<table><tr><th>name</th><th>type</th><th>interval / timeout</th><th>status</th>"
                            "<th>last run</th></tr>{}</table>", rows)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A folder-synced spec would come back with the next sync: remove its file instead.
+        return super().has_delete_permission(request, obj) and not (obj and obj.managed_by)
 
     def delete_model(self, request, obj):
         services.health_spec_delete(spec=obj)

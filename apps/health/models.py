@@ -42,6 +42,9 @@ class HealthSpec(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(condition=~Q(name=""), name="health_spec_name_not_blank"),
+            # Same rule as apps.health.specs.SPEC_NAME_PATTERN (the admission check names the field).
+            models.CheckConstraint(condition=Q(name__regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"),
+                                   name="health_spec_name_plain"),
         ]
 
     def __str__(self) -> str:

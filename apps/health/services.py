@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
@@ -22,14 +24,17 @@ from apps.health import leases
 from apps.health.checks import REGISTRY, CheckOutcome
 from apps.health.checks.base import CheckContext
 from apps.health.models import RESULTS_KEPT, CheckResult, CheckStatus, HealthCheck, HealthSpec
-from apps.health.specs import document_parse, document_validate
+from apps.health.specs import SPEC_NAME_PATTERN, document_parse, document_validate
 from apps.health.streams import STREAMS
 
 logger = logging.getLogger(__name__)
 
 SPEC_FILE_SUFFIXES = (".yaml", ".yml", ".json")
-# A lease outlives the check's timeout by this much: time to confirm and write the result.
-LEASE_MARGIN_MS = 15_000
+# A lease is taken for the longest timeout of its chunk (the runner confirms every lease of a chunk
+# only once the whole chunk is done) plus this margin; a runner that dies blocks its checks no longer.
+LEASE_RUN_MARGIN_MS = 5_000
+# Confirming a lease extends it by this much: time to write the results.
+LEASE_WRITE_MS = 15_000
 MAX_THREADS = getattr(settings, "HEALTH_MAX_THREADS", 256)
 DUE_BATCH = getattr(settings, "HEALTH_DUE_BATCH", 1024)
 STREAM_IDLE_S = getattr(settings, "HEALTH_STREAM_IDLE_S", 3600)
@@ -44,8 +49,10 @@ def health_spec_validate(*, name: str, document: str | dict) -> tuple[dict, str,
         normalised, errors = document_validate(data)
     if not errors and normalised.get("name") not in (None, name):
         errors = {"name": [f"The document names spec {normalised['name']!r}, not {name!r}."]}
-    if not name or len(name) > 100:
-        errors = {"name": ["Give the spec a name of 1 to 100 characters."], **errors}
+    if not isinstance(name, str) or not re.fullmatch(SPEC_NAME_PATTERN, name):
+        # The name goes into URLs (the gate), file names and metric labels: keep it plain.
+        errors = {"name": ["Use 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit."],
+                  **errors}
     if errors:
         raise ApplicationError("The health spec is invalid.", errors=errors)
     return normalised, source, fmt
@@ -86,7 +93,10 @@ def health_spec_apply(*, name: str, document: str | dict, enabled: bool | None =
     except IntegrityError as exc:  # another request created the same name a moment ago
         raise Conflict(f"Spec {name!r} was just created by someone else; apply again.") from exc
 
-    existing = {c.name: c for c in spec.checks.all()} if action == "updated" else {}
+    # Lock the checks first (in id order, as the runner does): a runner writing a result for one of
+    # them finishes before this edit deletes results, and sees the new definition when it comes after.
+    existing = ({c.name: c for c in spec.checks.select_for_update().order_by("id")}
+                if action == "updated" else {})
     wanted = {c["name"]: c for c in normalised["checks"]}
     removed = [c.id for n, c in existing.items() if n not in wanted]
     if removed:
@@ -127,7 +137,8 @@ def health_spec_apply(*, name: str, document: str | dict, enabled: bool | None =
 
 @transaction.atomic
 def health_spec_delete(*, spec: HealthSpec) -> None:
-    check_ids = list(spec.checks.values_list("id", flat=True))
+    # Locked like in health_spec_apply: no runner can add a result between the cascade's steps.
+    check_ids = list(spec.checks.select_for_update().order_by("id").values_list("id", flat=True))
     spec.delete()  # checks and results go by cascade
     transaction.on_commit(lambda: STREAMS.close_many(check_ids))
 
@@ -163,7 +174,13 @@ def health_specs_sync_dir(*, directory: str | Path) -> list[FileReport]:
         raise ApplicationError(f"{folder} is not a directory.", errors={"directory": ["Not a directory."]})
     reports, seen = [], set()
     for path in sorted(p for p in folder.iterdir() if p.suffix in SPEC_FILE_SUFFIXES and p.is_file()):
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            # Unreadable: reported like an invalid file, and its spec (if any) keeps its last version.
+            seen.add(path.stem)
+            reports.append(FileReport(str(path), path.stem, "invalid", {"document": [f"Cannot read: {exc}"]}))
+            continue
         data, _, _, _ = document_parse(text)
         name = data.get("name") if isinstance(data, dict) and isinstance(data.get("name"), str) else path.stem
         if name in seen:
@@ -224,11 +241,12 @@ def _run_one(check: HealthCheck, token: str) -> _Execution:
     return _Execution(outcome, (time.perf_counter() - started) * 1000)
 
 
-def _execute(checks: list[HealthCheck], tokens: dict[int, str]) -> dict[int, _Execution]:
+def _execute(checks: list[HealthCheck],
+             tokens: dict[int, str]) -> tuple[dict[int, _Execution], dict[int, Future]]:
     """Run checks concurrently; a check still running at its timeout is recorded as a timeout and
-    not waited for (its thread finishes on its own; its lease expires by itself)."""
+    not waited for (its thread finishes on its own). Returns the executions and the futures."""
     if not checks:
-        return {}
+        return {}, {}
     pool = ThreadPoolExecutor(max_workers=min(len(checks), MAX_THREADS), thread_name_prefix="health-check")
     started = time.monotonic()
     futures = {c.id: pool.submit(_run_one, c, tokens[c.id]) for c in checks}
@@ -245,7 +263,7 @@ def _execute(checks: list[HealthCheck], tokens: dict[int, str]) -> dict[int, _Ex
                     check.timeout_s * 1000)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    return results
+    return results, futures
 
 
 def _checks_run(checks: list[HealthCheck], *, now: datetime) -> RunReport:
@@ -267,14 +285,15 @@ def _chunk_run(checks: list[HealthCheck], *, now: datetime) -> RunReport:
     report = RunReport()
     if not checks:
         return report
-    tokens = leases.leases_acquire({c.id: c.timeout_s * 1000 + LEASE_MARGIN_MS for c in checks})
+    ttl_ms = max(c.timeout_s for c in checks) * 1000 + LEASE_RUN_MARGIN_MS
+    tokens = leases.leases_acquire({c.id: ttl_ms for c in checks})
     elsewhere = [c.id for c in checks if c.id not in tokens]
     report.leased_elsewhere = len(elsewhere)
     STREAMS.close_many(elsewhere)  # another runner owns these checks now
     runnable = [c for c in checks if c.id in tokens]
-    executions = _execute(runnable, tokens)
+    executions, futures = _execute(runnable, tokens)
     timed_out = {cid for cid, ex in executions.items() if ex.outcome.status == CheckStatus.TIMEOUT}
-    held = leases.leases_confirm(tokens, ttl_ms=LEASE_MARGIN_MS)
+    held = leases.leases_confirm(tokens, ttl_ms=LEASE_WRITE_MS)
     lost = [cid for cid, ok in held.items() if not ok]
     STREAMS.close_many(lost)  # our lease expired or was taken: someone else may be reading this log
     report.discarded += len(lost)
@@ -282,11 +301,23 @@ def _chunk_run(checks: list[HealthCheck], *, now: datetime) -> RunReport:
     try:
         report.results = _results_write(kept, executions, now=now)
     finally:
-        # Timed-out checks may still be running in their thread: their leases expire by themselves.
         leases.leases_release({cid: tokens[cid] for cid in tokens if held.get(cid) and cid not in timed_out})
+        # A timed-out check may still be running in its thread: its lease is freed when that thread
+        # ends (at once if it already has), so no second run starts while it runs, and the check is
+        # not blocked longer than needed. A thread that hangs past LEASE_WRITE_MS loses it by expiry.
+        for cid in timed_out:
+            if held.get(cid):
+                futures[cid].add_done_callback(partial(_lease_release_quietly, cid, tokens[cid]))
     report.ran = len(report.results)
     report.discarded += len(kept) - len(report.results)
     return report
+
+
+def _lease_release_quietly(check_id: int, token: str, _future: Future) -> None:
+    try:
+        leases.leases_release({check_id: token})
+    except Exception:  # a Redis blip here only delays the check until the lease expires
+        logger.warning("could not release the lease of health check %s", check_id, exc_info=True)
 
 
 PRUNE_SQL = f"""

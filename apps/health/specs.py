@@ -15,6 +15,7 @@ from apps.core.validation import json_errors
 from apps.health.checks import REGISTRY
 
 CHECK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+SPEC_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
 # A run is one Celery task with a time limit; no single check may hold it longer than this.
 MAX_TIMEOUT_S = 60
 DEFAULTS = {"interval": 30.0, "timeout": 5.0, "grace_period": 0.0}

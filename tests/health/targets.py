@@ -14,9 +14,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """/status/<code>, /sleep/<ms>, /json (the server's `json_body`), anything else: 200 "hello ok"."""
+    """/status/<code>, /sleep/<ms>, /json (the server's `json_body`), anything else: 200 "hello ok".
+
+    `arrivals` lists requests as they come in, `hits` as they are answered.
+    """
 
     def do_GET(self):
+        self.server.arrivals.append(self.path)  # on arrival: a test can tell a check is under way
         parts = self.path.strip("/").split("/")
         status, body, ctype = 200, b"hello ok", "text/plain"
         if parts[0] == "status":
@@ -44,7 +48,7 @@ class _Server(ThreadingHTTPServer):
 @contextlib.contextmanager
 def http_server(json_body=None):
     server = _Server(("127.0.0.1", 0), _Handler)
-    server.json_body, server.hits = json_body or {}, []
+    server.json_body, server.hits, server.arrivals = json_body or {}, [], []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from apps.health import services
 from apps.health.models import CheckResult, HealthCheck, HealthSpec
 from apps.health.services import health_spec_run
 from tests.factories.accounts import UserFactory
@@ -42,6 +43,24 @@ def test_admin_add_and_edit_go_through_the_service(admin_client):
     assert response.status_code == 302
     assert list(spec.checks.values_list("name", flat=True)) == ["db"]
     assert CheckResult.objects.count() == 1  # the removed check's result went with it
+
+
+def test_admin_refuses_to_edit_or_delete_a_folder_managed_spec(admin_client, tmp_path):
+    source = "checks:\n  - {name: db, type: database}\n"
+    spec, _ = services.health_spec_apply(name="synced", document=source, managed_by=str(tmp_path))
+    change_url = f"/admin/health/healthspec/{spec.pk}/change/"
+    edited = "checks:\n  - {name: cache, type: redis}\n"
+    response = admin_client.post(change_url, {"source": edited, "enabled": "on"})
+    assert response.status_code == 200
+    assert str(tmp_path) in response.context["adminform"].form.errors["source"][0]
+    assert list(spec.checks.values_list("name", flat=True)) == ["db"]
+    # Pausing it is fine: the sync leaves `enabled` alone.
+    assert admin_client.post(change_url, {"source": source}).status_code == 302
+    spec.refresh_from_db()
+    assert not spec.enabled
+    delete_url = f"/admin/health/healthspec/{spec.pk}/delete/"
+    assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403
+    assert HealthSpec.objects.filter(name="synced").exists()
 
 
 def test_admin_delete_removes_checks_and_results(admin_client):

@@ -165,6 +165,19 @@ def test_database_check():
     assert run("database", {}).status == CheckStatus.SUCCESS
 
 
+@pytest.mark.django_db
+def test_database_and_model_queries_are_cancelled_by_the_server_at_the_timeout():
+    from django.db import OperationalError, connection
+
+    from apps.health.checks.platform import bounded_queries
+
+    started = time.perf_counter()
+    with (pytest.raises(OperationalError, match="statement timeout"), bounded_queries("default", 0.2),
+          connection.cursor() as cursor):
+        cursor.execute("SELECT pg_sleep(3)")
+    assert time.perf_counter() - started < 2
+
+
 def test_redis_check_against_the_real_redis_and_a_closed_port():
     assert run("redis", {}).status == CheckStatus.SUCCESS
     with http_server() as (server, _):

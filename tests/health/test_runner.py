@@ -8,11 +8,11 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 
-from apps.health import leases
-from apps.health.checks import register
+from apps.health import leases, services
+from apps.health.checks import Check, CheckOutcome, register
 from apps.health.checks.logs import LogGrepCheck
 from apps.health.models import RESULTS_KEPT, CheckResult, CheckStatus, HealthCheck
 from apps.health.selectors import health_spec_statuses
@@ -32,6 +32,17 @@ class LeaseStealingLogGrep(LogGrepCheck):
         outcome = super().run()
         leases.client().set(leases.key(self.ctx.check_id), "another-runner", px=60_000)
         return outcome
+
+
+@register
+class SleepCheck(Check):
+    """Sleeps `ms` milliseconds whatever its timeout: a check that overruns it."""
+
+    type_name = "test_sleep"
+
+    def run(self):
+        time.sleep(self.params["ms"] / 1000)
+        return CheckOutcome.success("slept")
 
 
 def http_check(name: str, url: str, **fields) -> dict:
@@ -184,6 +195,82 @@ def test_a_runner_that_died_holding_a_lease_blocks_the_check_only_until_the_leas
     assert check.results.count() == 1
 
 
+@pytest.mark.django_db
+def test_a_quick_check_run_beside_a_slow_one_keeps_its_lease_until_the_chunk_is_done(monkeypatch):
+    # Leases are confirmed once the whole chunk is done: a lease sized on the quick check's own
+    # timeout would have expired by then, and its result would be thrown away.
+    monkeypatch.setattr(services, "LEASE_RUN_MARGIN_MS", 100)
+    spec = HealthSpecFactory(checks=[check_doc("quick", timeout=0.2),
+                                     check_doc("slow", "test_sleep", timeout=1.5, params={"ms": 700})])
+    report = health_spec_run(spec_id=spec.id)
+    assert (report.ran, report.discarded) == (2, 0)
+    assert set(spec.checks.values_list("last_status", flat=True)) == {CheckStatus.SUCCESS}
+
+
+@pytest.mark.django_db
+def test_a_timed_out_check_keeps_its_lease_while_its_thread_runs_and_frees_it_when_it_ends():
+    spec = HealthSpecFactory(checks=[check_doc("overrun", "test_sleep", timeout=0.3, params={"ms": 1200})])
+    check = spec.checks.get()
+    report = health_spec_run(spec_id=spec.id)
+    assert report.ran == 1 and check.results.get().status == CheckStatus.TIMEOUT
+    # Its thread still sleeps: no second run may start meanwhile.
+    assert health_spec_run(spec_id=spec.id).leased_elsewhere == 1
+    deadline = time.monotonic() + 5
+    while leases.client().get(leases.key(check.id)) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Freed when the thread ended (about 0.9 s from here), long before the lease would expire (15 s).
+    assert leases.client().get(leases.key(check.id)) is None
+    assert health_spec_run(spec_id=spec.id).ran == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("change", ["redefine", "delete"])
+def test_an_edit_or_delete_waits_for_a_runner_writing_results_and_leaves_no_stale_one(change):
+    spec = HealthSpecFactory(name="race", checks=[check_doc("cache", "redis")])
+    check = spec.checks.get()
+    writing, finish, errors = threading.Event(), threading.Event(), []
+
+    def runner():
+        # What a runner does: lock the check, insert its result, update it; here it then pauses.
+        try:
+            with transaction.atomic():
+                execution = services._Execution(CheckOutcome.success("old definition"), 1.0)
+                services._results_write([check], {check.id: execution}, now=timezone.now())
+                writing.set()
+                finish.wait(10)
+        finally:
+            connections.close_all()
+
+    def editor():
+        try:
+            if change == "redefine":
+                health_spec_apply(name="race", document={"checks": [
+                    check_doc("cache", "redis", params={"url": "redis://127.0.0.1:1/0"})]})
+            else:
+                health_spec_delete(spec=spec)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=runner), threading.Thread(target=editor)]
+    threads[0].start()
+    assert writing.wait(10)
+    threads[1].start()
+    time.sleep(0.3)
+    assert threads[1].is_alive()  # waits for the runner's lock
+    finish.set()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    if change == "redefine":
+        check.refresh_from_db()
+        assert check.params == {"url": "redis://127.0.0.1:1/0"} and check.last_status == ""
+        assert not check.results.exists()  # the old definition's result went with the edit
+    else:
+        assert not HealthCheck.objects.exists() and not CheckResult.objects.exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_runners_at_once_run_each_check_exactly_once():
     with http_server() as (server, url):
@@ -238,6 +325,20 @@ def test_a_stream_stays_open_between_runs_and_is_closed_when_its_check_is_remove
     with django_capture_on_commit_callbacks(execute=True):
         health_spec_apply(name="logs", document={"checks": [check_doc("db")]})
     assert check.id not in STREAMS and handle.closed
+
+
+@pytest.mark.django_db
+def test_a_restarted_process_resumes_a_log_from_the_stored_offset(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("ERROR a\n")
+    spec = HealthSpecFactory(checks=[stream_check("errors", log)])
+    health_spec_run(spec_id=spec.id)
+    STREAMS.close_all()  # the process restarts: its open streams are gone, the database is not
+    with log.open("a") as f:
+        f.write("ERROR b\n")
+    health_spec_run(spec_id=spec.id)
+    # "a" is counted once (read again from the start, it would make 3).
+    assert spec.checks.get().results.first().message.startswith("2 match")
 
 
 @pytest.mark.django_db

@@ -102,6 +102,21 @@ def test_invalid_documents_are_rejected_field_by_field_and_nothing_is_saved(docu
     assert not HealthSpec.objects.exists() and not HealthCheck.objects.exists()
 
 
+@pytest.mark.parametrize("name", ["", "has space", "-leading", "a/b", "x" * 101, "ünïcode"])
+def test_spec_names_are_plain(name):
+    with pytest.raises(ApplicationError) as caught:
+        health_spec_apply(name=name, document="checks: []")
+    assert set(caught.value.errors) == {"name"}
+    assert not HealthSpec.objects.exists()
+
+
+def test_the_database_refuses_a_spec_name_the_service_would_refuse():
+    from django.db import IntegrityError, transaction
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        HealthSpec.objects.create(name="has space", source="checks: []")
+
+
 def test_an_invalid_edit_keeps_the_last_good_version():
     spec, _ = health_spec_apply(name="s", document=VALID)
     with pytest.raises(ApplicationError):
@@ -156,6 +171,16 @@ def test_folder_sync_deletes_results_of_removed_specs(tmp_path):
     (tmp_path / "gone.yaml").unlink()
     call_command("apply_health_specs", str(tmp_path))
     assert not HealthSpec.objects.exists() and not CheckResult.objects.exists()
+
+
+def test_an_unreadable_file_is_reported_and_its_spec_kept(tmp_path, capsys):
+    (tmp_path / "platform.yaml").write_text(VALID)
+    call_command("apply_health_specs", str(tmp_path))
+    (tmp_path / "platform.yaml").write_bytes(b"checks: [\xff\xfe]")  # not UTF-8
+    with pytest.raises(CommandError, match="1 invalid"):
+        call_command("apply_health_specs", str(tmp_path))
+    assert "Cannot read" in capsys.readouterr().err
+    assert HealthSpec.objects.get(name="platform").source == VALID  # not deleted, not changed
 
 
 def test_missing_folder_is_a_command_error(tmp_path):

@@ -18,6 +18,7 @@ from jsonpath_ng.ext import parse as jsonpath_parse
 
 from apps.health.checks.base import Check, CheckOutcome, register
 from apps.health.checks.network import http_client, url_errors
+from apps.health.checks.platform import bounded_queries
 
 OPERATORS = ("Equals", "NotEmpty", "RegexMatch", "ListContains", "GreaterThan", "LessThan")
 # Credentials and sessions are never readable through a health spec.
@@ -136,8 +137,10 @@ class ResourceCheck(Check):
         model = django_apps.get_model(p["model"])
         qs = model._default_manager.filter(**(p.get("filter") or {}))
         fields = p.get("fields") or ["pk"]
-        items = list(qs.order_by("pk").values(*fields)[: p.get("limit", 100)])
-        return {"count": qs.count(), "items": json.loads(json.dumps(items, cls=DjangoJSONEncoder))}
+        with bounded_queries(qs.db, self.ctx.timeout_s):
+            items = list(qs.order_by("pk").values(*fields)[: p.get("limit", 100)])
+            count = qs.count()
+        return {"count": count, "items": json.loads(json.dumps(items, cls=DjangoJSONEncoder))}
 
     def run(self) -> CheckOutcome:
         doc = self.document()
