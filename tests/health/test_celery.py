@@ -1,18 +1,23 @@
-"""With a live Celery worker: the celery_workers check, and the beat task running due checks."""
+"""With a live Celery worker: the celery_workers check, the beat task running due checks, and a worker
+killed in the middle of a run."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
 from django_celery_beat.models import PeriodicTask
 
-from apps.health import tasks
+from apps.health import leases, tasks
 from apps.health.checks import REGISTRY
 from apps.health.checks.base import CheckContext
 from apps.health.models import CheckResult, CheckStatus
 from apps.health.services import health_spec_run
 from tests.factories.health import HealthSpecFactory, check_doc
+from tests.health.targets import http_server
+from tests.utils.processes import celery_worker as start_worker
 
 
 def _celery_check(queues, grace=0.0):
@@ -60,3 +65,41 @@ def test_the_beat_schedule_exists_after_migrate():
     task = PeriodicTask.objects.get(task="apps.health.tasks.health_run_due")
     assert task.enabled and task.interval.every == 5 and task.interval.period == "seconds"
     assert task.queue == "health"
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_leaves_no_orphaned_run(transactional_db, redis_client):
+    with http_server() as (server, url):
+        spec = HealthSpecFactory(checks=[
+            check_doc("slow", "http", timeout=2, params={"url": f"{url}/sleep/4000"}),
+            check_doc("db", timeout=1)])
+        slow = spec.checks.get(name="slow")
+        with start_worker(["health"]) as (proc, _):
+            # `expires`: the unacked message of the killed task is never run by a later worker.
+            tasks.health_spec_run.apply_async(args=[spec.id], expires=60)
+            _wait_for(lambda: server.arrivals, 30, "the slow check to start")
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole worker dies, mid-run
+            proc.wait(10)
+        assert not CheckResult.objects.exists()  # nothing half-written
+        # Its lease outlives it by at most the run's longest timeout plus a margin, never for good.
+        assert 0 < leases.client().pttl(leases.key(slow.id)) <= 2000 + 5000
+
+        with start_worker(["health"]):
+            def every_check_has_a_result():
+                tasks.health_run_due.delay()  # what beat does every few seconds
+                time.sleep(0.5)
+                return CheckResult.objects.values("health_check").distinct().count() == 2
+
+            _wait_for(every_check_has_a_result, 60, "the new worker to run both checks")
+            _wait_for(lambda: not leases.client().keys(leases.key("*")), 15, "every lease to be released")
+        statuses = dict(CheckResult.objects.values_list("health_check__name", "status"))
+        assert statuses == {"slow": CheckStatus.TIMEOUT, "db": CheckStatus.SUCCESS}
+        assert CheckResult.objects.count() == 2  # each check ran once more, never twice at a time
+        assert server.arrivals == ["/sleep/4000", "/sleep/4000"]  # the killed run's, then the new one
