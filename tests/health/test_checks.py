@@ -111,6 +111,17 @@ def test_log_grep_starts_at_the_end_and_follows_rotation(tmp_path):
     assert second.status == CheckStatus.FAILURE and second.message.startswith("1 match")
 
 
+def test_log_grep_on_a_pipe_is_an_error_at_once(tmp_path):
+    import os
+
+    fifo = tmp_path / "app.pipe"
+    os.mkfifo(fifo)
+    started = time.perf_counter()
+    outcome = run("log_grep", {"path": str(fifo), "pattern": "x", "stream": True})
+    assert outcome.status == CheckStatus.ERROR and "not a regular file" in outcome.message
+    assert time.perf_counter() - started < 1  # did not block on open()
+
+
 def test_log_grep_missing_file_is_an_error(tmp_path):
     outcome = run("log_grep", {"path": str(tmp_path / "nope.log"), "pattern": "x"})
     assert outcome.status == CheckStatus.ERROR

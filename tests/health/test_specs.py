@@ -196,6 +196,13 @@ def test_two_files_naming_the_same_spec_are_reported(tmp_path):
     assert HealthSpec.objects.get(name="shared").checks.count() == 1
 
 
+def test_a_log_path_that_is_not_a_regular_file_is_refused(tmp_path):
+    document = _check(type="log_grep", params={"path": str(tmp_path), "pattern": "x"})
+    with pytest.raises(ApplicationError) as caught:
+        health_spec_apply(name="dir", document=document)
+    assert "checks.0.params.path" in caught.value.errors
+
+
 def test_log_paths_can_be_limited_to_allowed_folders(settings, tmp_path):
     settings.HEALTH_LOG_ROOTS = [str(tmp_path / "logs")]
     allowed = _check(type="log_grep", params={"path": str(tmp_path / "logs" / "app.log"), "pattern": "x"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from stat import S_ISREG
 
 from django.conf import settings
 
@@ -43,6 +44,8 @@ class LogGrepCheck(Check):
         path = params.get("path")
         if isinstance(path, str) and not os.path.isabs(path):
             errors["path"] = ["Use an absolute path."]
+        elif isinstance(path, str) and os.path.exists(path) and not os.path.isfile(path):
+            errors["path"] = ["Not a regular file (a directory, pipe or device cannot be scanned)."]
         elif isinstance(path, str) and (roots := getattr(settings, "HEALTH_LOG_ROOTS", None)):
             # Optional allowlist: a spec author may only read logs under these folders.
             real = os.path.realpath(path)
@@ -59,6 +62,9 @@ class LogGrepCheck(Check):
             stat = os.stat(path)
         except FileNotFoundError:
             return CheckOutcome.error(f"log file not found: {path}")
+        if not S_ISREG(stat.st_mode):
+            # Opening a pipe would block this thread until a writer comes, long after the timeout.
+            return CheckOutcome.error(f"not a regular file: {path}")
         offset = state.get("offset")
         if offset is None:
             offset = 0 if p.get("start", "end") == "beginning" else stat.st_size
