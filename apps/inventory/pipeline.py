@@ -23,6 +23,8 @@ MAX_HOURS = 720.0  # "time since last seen in stock" is capped at 30 days
 FEATURES = ("merchant_available", "hours_since_in_stock", "signals_found", "signals_not_found")
 SKU_MAX = 64
 PRICE_MAX_CENTS = 10_000_000
+QUANTITY_MAX = 2**31 - 1
+AISLE_MAX = 32
 
 SHOWN, HELD, UNAVAILABLE, PREDICTED_OOS = "shown", "held", "unavailable", "predicted_oos"
 _TRUE = frozenset({"true", "1", "yes", "y", "t"})
@@ -95,16 +97,56 @@ def fingerprint(published, available, status, detail, held_cents, score, attrs) 
 
 def _number(raw) -> float | None:
     kind = type(raw)
-    if kind is float or kind is int:
-        value = float(raw)
-    elif kind is str:
+    if kind is float or kind is int or kind is str:
         try:
             value = float(raw)
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc"; an integer literal too big for a float
             return None
     else:  # bool, list, dict, None...
         return None
     return value if math.isfinite(value) else None
+
+
+def _quantity(raw) -> int:
+    """A whole, non-negative count that fits the database's integer; -1 when it is not one."""
+    kind = type(raw)
+    if kind is int:
+        value = raw
+    elif kind is str:
+        try:
+            value = int(raw)
+        except ValueError:
+            return -1
+    elif kind is float and raw.is_integer():  # 5.0 from a spreadsheet export; not 2.5, inf or nan
+        value = int(raw)
+    else:  # bool, list, dict...
+        return -1
+    return value if 0 <= value <= QUANTITY_MAX else -1
+
+
+def _shown_sku(raw) -> str:
+    """A rejected item's SKU as the rejection log can store it: PostgreSQL text holds no NUL and
+    UTF-8 holds no lone surrogate, so an unprintable SKU is logged in its escaped form."""
+    text = raw if type(raw) is str else str(raw)
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text[:SKU_MAX]
+
+
+def _storable(text: str) -> bool:
+    """JSONB refuses \\u0000 and UTF-8 a lone surrogate: either would fail the whole batch's write."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def valid_sku(sku) -> bool:
+    """The SKU checks of process_batch, for the per-run catalog fetch (same rule, one place)."""
+    return type(sku) is str and 0 < len(sku) <= SKU_MAX and sku.isprintable()
 
 
 def _flag(raw) -> bool | None:
@@ -124,7 +166,7 @@ def note_seen(items: Iterable, ctx: StoreContext) -> None:
     for item in items:
         if type(item) is dict:
             sku = item.get("sku")
-            if type(sku) is str and sku:
+            if valid_sku(sku):
                 ctx.seen.add(sku)
 
 
@@ -151,10 +193,13 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
             continue
         sku = item.get("sku")
         if type(sku) is not str or not sku:
-            reject(str(sku)[:SKU_MAX] if sku else "", "missing sku" if not sku else "invalid sku")
+            reject(_shown_sku(sku) if sku else "", "missing sku" if not sku else "invalid sku")
             continue
         if len(sku) > SKU_MAX:
-            reject(sku[:SKU_MAX], "invalid sku (longer than 64 characters)")
+            reject(_shown_sku(sku), "invalid sku (longer than 64 characters)")
+            continue
+        if not sku.isprintable():  # control characters, NUL, lone surrogates: unstorable or a bug
+            reject(_shown_sku(sku), "invalid sku (unprintable characters)")
             continue
         if sku in seen:
             reject(sku, "duplicate sku in feed")
@@ -193,18 +238,20 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
                 continue
         quantity = item.get("quantity")
         if quantity is not None and quantity != "":
-            if type(quantity) is not int:
-                try:
-                    quantity = int(quantity)
-                except (TypeError, ValueError):
-                    quantity = -1
+            if type(quantity) is not int or quantity < 0 or quantity > QUANTITY_MAX:
+                quantity = _quantity(quantity)
             if quantity < 0:
                 reject(sku, "invalid quantity")
                 continue
             attrs += f',"quantity":{quantity}'
         aisle = item.get("aisle")
         if aisle:
-            attrs += ',"aisle":' + _json_str(str(aisle)[:32])
+            if type(aisle) is int:
+                aisle = str(aisle)
+            elif type(aisle) is not str or not (aisle.isprintable() or _storable(aisle)):
+                reject(sku, "invalid aisle")
+                continue
+            attrs += ',"aisle":' + _json_str(aisle[:AISLE_MAX])
         attrs = "{" + attrs[1:] + "}" if attrs else "{}"
         # --- guardrails
         held = None

@@ -113,3 +113,38 @@ def test_unchanged_items_are_not_written_and_the_model_scores_the_batch_at_once(
 def test_heuristic_without_a_model():
     scores = pipeline.heuristic_scores(np.array([[1, 0, 0, 0], [1, 0, 0, 3], [0, 720, 5, 0]], dtype=float))
     assert scores.round(2).tolist() == [0.0, 0.6, 0.9]
+
+
+def test_values_the_database_cannot_hold_are_rejected_per_item_not_raised():
+    ctx = context()
+    for sku in ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "OK1", "OK2"):
+        ctx.catalog[sku] = CatalogEntry("grocery", None)
+    items = [
+        {"sku": "A\x00B", "price": 1},
+        {"sku": "A\ud800", "price": 1},
+        {"sku": "X" * 70 + "\x00", "price": 1},
+        {"sku": "P1", "price": 10**400},  # an integer literal too big for a float
+        {"sku": "P2", "price": 1, "quantity": float("inf")},  # JSON 1e400
+        {"sku": "P3", "price": 1, "quantity": 2.5},
+        {"sku": "P4", "price": 1, "quantity": 2**31},
+        {"sku": "P5", "price": 1, "quantity": True},
+        {"sku": "P6", "price": 1, "aisle": "4\x00"},
+        {"sku": "P7", "price": 1, "aisle": {"row": 4}},
+        {"sku": "OK1", "price": 1, "quantity": 5.0, "aisle": 12},
+        {"sku": "OK2", "price": 1, "quantity": "7", "aisle": "A\tB"},
+    ]
+    out = pipeline.process_batch(items, ctx)
+    assert out.rejected_by_reason == {
+        "invalid sku (unprintable characters)": 2,
+        "invalid sku (longer than 64 characters)": 1,
+        "invalid price": 1,
+        "invalid quantity": 4,
+        "invalid aisle": 2,
+    }
+    logged = [row[0] for row in out.rows if row[9] is not None]
+    assert logged[:2] == ["A\\x00B", "A\\ud800"] and len(logged[2]) == 64
+    for sku in logged:  # every logged SKU can be COPYed into text: no NUL, valid UTF-8
+        assert "\x00" not in sku and sku.encode()
+    written = {row[0]: row[7] for row in out.rows if row[9] is None}
+    assert written == {"OK1": '{"quantity":5,"aisle":"12"}', "OK2": '{"quantity":7,"aisle":"A\\tB"}'}
+    assert not pipeline.valid_sku("A\x00B") and pipeline.valid_sku("OK1")

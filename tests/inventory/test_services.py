@@ -105,6 +105,46 @@ def test_malformed_items_are_rejected_one_by_one_while_the_rest_apply():
     assert selectors.item_status(store=store, sku=skus[4])["reason"] == "shown"
 
 
+def test_items_the_database_cannot_store_are_rejected_without_failing_the_run():
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 6)
+    items = feed_items(skus)
+    items[0]["sku"] = "SKU-\x00"  # PostgreSQL text holds no NUL
+    items[1]["sku"] = "SKU-\ud800"  # a lone surrogate is not UTF-8
+    items[2]["aisle"] = "7\x00"  # nor does JSONB hold \u0000
+    items[3]["price"] = 10**400  # too big for a float
+    items[4]["quantity"] = float("inf")  # JSON's 1e400
+    body = feed_body(items).replace(b"Infinity", b"1e400")
+    run = services.feed_submit_json(store=store, body=body, enqueue=False)
+    assert services.ingestion_run_process(run_id=run.pk) == "succeeded"
+    run.refresh_from_db()
+    assert (run.received, run.created, run.attempts) == (6, 1, 1)
+    assert run.rejected_by_reason == {
+        "invalid sku (unprintable characters)": 2,
+        "invalid aisle": 1,
+        "invalid price": 1,
+        "invalid quantity": 1,
+    }
+    assert list(InventoryItem.objects.filter(store=store).values_list("sku", flat=True)) == [skus[5]]
+    assert set(ItemRejection.objects.filter(run_id=run.pk).values_list("sku", flat=True)) == {
+        "SKU-\\x00",
+        "SKU-\\ud800",
+        *skus[2:5],
+    }
+    assert (
+        selectors.item_status(store=store, sku=skus[2])["reason"] == f"rejected: invalid aisle (run {run.pk})"
+    )
+
+    # The same through a CSV upload (the csv module passes NUL through).
+    body = f"sku,price,available\nBAD\x00SKU,1,yes\n{skus[0]},1.5,yes\n".encode()
+    run = services.feed_submit_csv(
+        store=store, name="f.csv", content_type="text/csv", body=body, enqueue=False
+    )
+    assert services.ingestion_run_process(run_id=run.pk) == "succeeded"
+    run.refresh_from_db()
+    assert run.rejected_by_reason == {"invalid sku (unprintable characters)": 1} and run.created == 1
+
+
 def test_weighted_items_are_priced_from_unit_price_and_average_weight_with_store_markup():
     store = StoreFactory(price_markup_bps=500)  # +5 %
     CatalogItem.objects.create(
