@@ -163,12 +163,19 @@ def test_item_list_and_status_explain_why_an_item_is_not_shown(
     assert runs["results"][0]["rejected_by_reason"] == {"missing price": 1}
 
 
+def shopper_app_user():
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory()
+    user.user_permissions.add(Permission.objects.get(codename="add_shoppersignal"))
+    return user
+
+
 def test_shopper_signals_are_recorded_and_force_a_rescore(api_client, merchant_user, store):
     skus = catalog_create(store.merchant, 1)
     run = services.feed_submit_json(store=store, body=feed_body(feed_items(skus)), enqueue=False)
     services.ingestion_run_process(run_id=run.pk)
-    shopper = UserFactory()
-    api_client.force_authenticate(shopper)
+    api_client.force_authenticate(shopper_app_user())
     response = api_client.post(
         f"{BASE}/signals/", {"store_id": store.pk, "sku": skus[0], "found": False}, format="json"
     )
@@ -185,3 +192,29 @@ def test_shopper_signals_are_recorded_and_force_a_rescore(api_client, merchant_u
     )
     assert response.status_code == 404
     assert ShopperSignal.objects.count() == 1
+
+
+def test_signals_are_scoped_merchants_to_their_own_stores_others_need_the_permission(
+    api_client, merchant_user, store
+):
+    other = StoreFactory()
+    url = f"{BASE}/signals/"
+    api_client.force_authenticate(merchant_user.user)
+    assert (
+        api_client.post(url, {"store_id": store.pk, "sku": "A", "found": True}, format="json").status_code
+        == 201
+    )
+    # Another merchant's store: not found (never disclosed), and nothing recorded against it.
+    response = api_client.post(url, {"store_id": other.pk, "sku": "A", "found": False}, format="json")
+    assert response.status_code == 404
+    api_client.force_authenticate(UserFactory())  # signed in, but not the shopper app
+    response = api_client.post(url, {"store_id": other.pk, "sku": "A", "found": False}, format="json")
+    assert response.status_code == 403
+    api_client.force_authenticate(shopper_app_user())
+    assert (
+        api_client.post(url, {"store_id": other.pk, "sku": "A", "found": False}, format="json").status_code
+        == 201
+    )
+    assert sorted(ShopperSignal.objects.values_list("store_id", "found")) == sorted(
+        [(store.pk, True), (other.pk, False)]
+    )

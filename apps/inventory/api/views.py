@@ -26,6 +26,17 @@ def _store_for_feed(request, store_id: int):
     return store
 
 
+def _store_for_signal(request, store_id: int):
+    # A merchant user reports only for their own stores: another merchant's store answers 404
+    # (its existence is not disclosed) and its predictions cannot be skewed by a competitor.
+    if merchant_for_user(request.user) is not None:
+        return selectors.store_for_user(user=request.user, store_id=store_id)
+    # Anyone else is the shopper app's service account, which holds this permission.
+    if not request.user.has_perm("inventory.add_shoppersignal"):
+        raise PermissionDenied("You may not report shopper signals.")
+    return selectors.store_get(store_id=store_id)
+
+
 def _accepted(run) -> Response:
     body = s.FeedAcceptedSerializer(
         {"run_id": run.pk, "status": run.status, "items_total": run.items_total}
@@ -117,13 +128,13 @@ class RunDetailView(generics.RetrieveAPIView):
 
 
 class SignalCreateView(APIView):
-    """A shopper found (or did not find) an item at the shelf."""
+    """A shopper found (or did not find) an item at the shelf (the shopper app, or a merchant user)."""
 
     @extend_schema(request=s.SignalInputSerializer, responses={201: None})
     def post(self, request):
         data = s.SignalInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        store = selectors.store_get(store_id=data.validated_data["store_id"])
+        store = _store_for_signal(request, data.validated_data["store_id"])
         signal = services.shopper_signal_record(
             store=store, sku=data.validated_data["sku"], found=data.validated_data["found"]
         )
