@@ -271,8 +271,9 @@ class ShopperSignal(models.Model):
 
     class Meta:
         indexes = [
-            # Per-run aggregate of a store's recent signals; training window functions.
-            models.Index(fields=["store", "sku", "created_at"], name="inventory_signal_store_sku"),
+            # Per-run aggregate of a store's signals in the feature window (store_id = ? AND
+            # created_at >= ?): a range scan of exactly the window, not of the store's whole TTL.
+            models.Index(fields=["store", "created_at"], name="inventory_signal_store_recent"),
             # TTL purge.
             models.Index(fields=["created_at"], name="inventory_signal_created"),
         ]

@@ -1,0 +1,87 @@
+"""Indexes exactly for the queries made: the set is pinned, and each query plans onto its index."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from apps.inventory import selectors, services
+from apps.inventory.models import IngestionRun, ItemRejection, RunStatus, ShopperSignal
+from tests.factories.inventory import StoreFactory
+
+pytestmark = pytest.mark.django_db
+
+# Secondary indexes of the inventory tables (primary keys and unique constraints aside).
+EXPECTED = {
+    "inventory_item_held",
+    "inventory_run_store_recent",
+    "inventory_run_unfinished",
+    "inventory_run_payload_ttl",
+    "inventory_rejection_lookup",
+    "inventory_rejection_created",
+    "inventory_signal_store_recent",
+    "inventory_signal_created",
+}
+
+
+def secondary_indexes() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT i.indexname FROM pg_indexes i
+            JOIN pg_class c ON c.relname = i.indexname JOIN pg_index x ON x.indexrelid = c.oid
+            WHERE i.tablename LIKE 'inventory\\_%%' AND NOT x.indisunique
+            """
+        )
+        return {name for (name,) in cursor.fetchall()}
+
+
+def plan(queryset_or_sql, params=None) -> str:
+    """The plan with sequential scans priced out, so that tiny test tables still show which index
+    serves the query (and a query no index serves shows a Seq Scan)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        if isinstance(queryset_or_sql, str):
+            cursor.execute("EXPLAIN " + queryset_or_sql, params)
+            return "\n".join(row[0] for row in cursor.fetchall())
+    return queryset_or_sql.explain()
+
+
+def test_no_index_beyond_the_queries_that_need_it():
+    assert secondary_indexes() == EXPECTED
+
+
+def test_each_query_plans_onto_its_index():
+    store = StoreFactory()
+    now = timezone.now()
+    cutoff = now - timedelta(days=1)
+    checks = {
+        "inventory_item_held": selectors.held_items(),
+        "inventory_run_store_recent": selectors.store_runs(store=store)[:50],
+        "inventory_run_unfinished": IngestionRun.objects.filter(
+            status__in=[RunStatus.QUEUED, RunStatus.RUNNING], heartbeat_at__lt=cutoff
+        ).order_by("id"),
+        "inventory_run_payload_ttl": IngestionRun.objects.filter(payload_expires_at__lt=now)
+        .exclude(payload_path="")
+        .exclude(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]),
+        "inventory_rejection_lookup": ItemRejection.objects.filter(store=store, sku="A").order_by(
+            "-created_at"
+        )[:1],
+        "inventory_rejection_created": ItemRejection.objects.filter(created_at__lt=cutoff).values("id")[
+            :1000
+        ],
+        "inventory_signal_created": ShopperSignal.objects.filter(created_at__lt=cutoff).values("id")[:1000],
+    }
+    for index, queryset in checks.items():
+        assert index in plan(queryset), (index, plan(queryset))
+
+    # The run's context fetch (catalog + prior item state + the signal window) in one statement.
+    context = plan(
+        services._CONTEXT_SQL.replace("%(skus)b", "%(skus)s"),
+        {"store": store.pk, "merchant": store.merchant_id, "skus": ["A", "B"], "since": cutoff},
+    )
+    assert "inventory_signal_store_recent" in context, context
+    assert "catalog_unique_merchant_sku" in context and "inventory_inventoryitem_pkey" in context, context
