@@ -112,3 +112,15 @@ def test_worker_killed_mid_run_resumes_with_no_duplicate_or_lost_items(monkeypat
     )
     assert run.rejected_by_reason == {"invalid price": 1, "duplicate sku in feed": 1}
     assert state(store) == state(clean_store)
+
+
+def test_the_out_of_stock_model_is_trained_by_the_celery_task_on_a_real_worker(celery_worker):
+    from apps.inventory.models import OosModel
+    from apps.inventory.tasks import oos_model_train
+    from tests.inventory.test_model import history
+
+    store = StoreFactory()
+    history(store, catalog_create(store.merchant, 20))
+    oos_model_train.delay()
+    model = wait_for(lambda: OosModel.objects.filter(is_current=True).first(), what="a trained model")
+    assert model.version == 1 and model.test_samples == 75 and model.accuracy > 0.75
