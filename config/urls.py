@@ -2,11 +2,14 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core import views as core_views
 
 urlpatterns = [
+    # People who open the bare address are staff; merchants use the API.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
@@ -22,3 +25,4 @@ urlpatterns = [
 admin.site.site_header = "Casehub"
 admin.site.site_title = "Casehub"
 admin.site.index_title = "Support operations"
+admin.site.site_url = None  # no public site: "/" is the admin itself

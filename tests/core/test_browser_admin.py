@@ -7,7 +7,7 @@ from django.core.management import call_command
 @pytest.mark.browser
 def test_ops_user_logs_into_admin(page, live_server, transactional_db):
     call_command("seed_demo", no_progress=True)
-    page.goto(f"{live_server.url}/admin/")
+    page.goto(f"{live_server.url}/")  # the bare address leads to the admin's login
     assert "/admin/login/" in page.url
     page.fill("#id_username", "ops")
     page.fill("#id_password", "ops")
@@ -16,6 +16,10 @@ def test_ops_user_logs_into_admin(page, live_server, transactional_db):
     assert "ops" in page.inner_text("#user-tools").lower()
     # The ops role sees the product apps it manages.
     assert page.locator("#content-main").get_by_text("Merchants").count() >= 1
+    # Every admin page links to the health dashboard for roles that may see it.
+    page.locator("#user-tools").get_by_role("link", name="Health").click()
+    page.wait_for_selector("h1")
+    assert page.inner_text("h1") == "Health dashboard"
 
 
 @pytest.mark.browser

@@ -64,3 +64,17 @@ def test_openapi_schema_and_docs_are_served(admin_client):
     assert b"openapi" in schema.content
     docs = admin_client.get("/api/docs/")
     assert docs.status_code == 200
+
+
+@pytest.mark.django_db
+def test_admin_frame_links_follow_the_role(client):
+    from tests.factories.accounts import UserFactory
+
+    assert client.get("/").url == "/admin/"
+    client.force_login(UserFactory(roles=["agent"]))
+    tools = client.get("/admin/").content.decode()
+    assert 'href="/api/docs/"' in tools
+    assert "/admin/health/healthspec/dashboard/" not in tools  # agents hold no health permission
+    assert "View site" not in tools  # there is no public site to view
+    client.force_login(UserFactory(roles=["ops"]))
+    assert "/admin/health/healthspec/dashboard/" in client.get("/admin/").content.decode()
