@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import environ
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 from config import embedded
 
@@ -210,6 +211,8 @@ LOGGING = {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # Uvicorn adds an ANSI-coloured copy of each message; the plain one is enough.
+            "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
         },
     },
     "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json",

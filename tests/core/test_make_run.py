@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -50,6 +51,10 @@ def test_make_run_serves_admin_and_stops_cleanly(tmp_path):
         output = log.read()
         assert ready is not None and ready.status_code == 200, output[-3000:]
         assert f"{base}/admin/" in output and "ops / ops" in output  # URL and demo logins printed
+        # Structured logs: the web server's own lines are JSON records too, not plain text.
+        records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        assert any(r["logger"].startswith("uvicorn") and "Uvicorn running" in r["message"] for r in records)
+        assert not any(line.startswith("INFO:") for line in output.splitlines())
 
         with httpx.Client(base_url=base, follow_redirects=True, timeout=10) as client:
             login = client.get("/admin/login/")

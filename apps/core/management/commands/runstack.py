@@ -6,6 +6,7 @@ the children first and the services last.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from apps.core.demo import DEMO_LOGINS
+from config import embedded
 
 
 class Command(BaseCommand):
@@ -33,7 +35,7 @@ class Command(BaseCommand):
         py = sys.executable
         commands = {
             "web": [py, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
-                    "--lifespan", "off", "--no-access-log"],
+                    "--lifespan", "off", "--no-access-log", "--log-config", str(_uvicorn_log_config())],
             "worker": [py, "-m", "celery", "-A", "config", "worker",
                        "-Q", ",".join(settings.CELERY_QUEUES_ALL),
                        "-c", "2", "-n", "casehub@%h", "--loglevel", "INFO"],
@@ -86,3 +88,14 @@ class Command(BaseCommand):
         self.stdout.write("Casehub stopped.")
         if exit_code:
             sys.exit(exit_code)
+
+
+def _uvicorn_log_config():
+    """Uvicorn's own loggers in the project's JSON format (it sets up logging before Django)."""
+    config = {**settings.LOGGING, "loggers": {
+        **settings.LOGGING["loggers"],
+        "uvicorn": {"handlers": ["stdout"], "level": settings.LOG_LEVEL, "propagate": False},
+    }}
+    path = embedded.var_dir() / "uvicorn-logging.json"
+    path.write_text(json.dumps(config))
+    return path
