@@ -78,6 +78,18 @@ def test_same_feed_twice_changes_nothing_the_second_time():
     assert InventoryItem.objects.get(store=store, sku=skus[3]).price_cents == 255
 
 
+def test_a_run_slower_than_its_store_sla_is_marked_as_missing_it():
+    store = StoreFactory(sla_seconds=1)
+    skus = catalog_create(store.merchant, 3)
+    run = services.feed_submit_json(store=store, body=feed_body(feed_items(skus)), enqueue=False)
+    # The SLA counts from enqueue: a run that waited in the queue longer than that misses it.
+    IngestionRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(seconds=5))
+    assert services.ingestion_run_process(run_id=run.pk) == "succeeded"
+    run.refresh_from_db()
+    assert run.sla_met is False and 0 <= run.duration_s < 5  # duration: from start to finish
+    assert ingest(store, feed_items(skus)).sla_met is True
+
+
 def test_malformed_items_are_rejected_one_by_one_while_the_rest_apply():
     store = StoreFactory()
     skus = catalog_create(store.merchant, 6)

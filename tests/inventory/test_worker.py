@@ -84,7 +84,12 @@ def test_worker_killed_mid_run_resumes_with_no_duplicate_or_lost_items(monkeypat
     run = services.feed_submit_json(store=store, body=body, batch_size=40, enqueue=False)
     with celery_worker(queues=["ingestion"], concurrency=1) as (proc, _node):
         ingestion_run_process.delay(run.pk)
+        wait_for(lambda: IngestionRun.objects.get(pk=run.pk).batches_done >= 2, what="two batches")
+        beat = IngestionRun.objects.get(pk=run.pk).heartbeat_at
         wait_for(lambda: IngestionRun.objects.get(pk=run.pk).batches_done >= 3, what="three batches")
+        # Alive: it heartbeats with every batch, so the stale check leaves it alone.
+        assert IngestionRun.objects.get(pk=run.pk).heartbeat_at > beat
+        assert services.ingestion_runs_requeue_stale(stale_after_s=2) == []
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
     run.refresh_from_db()
@@ -95,7 +100,8 @@ def test_worker_killed_mid_run_resumes_with_no_duplicate_or_lost_items(monkeypat
     assert run.items_done == killed_at * 40
 
     # The beat job notices the silent heartbeat and re-queues; a new worker resumes.
-    assert services.ingestion_runs_requeue_stale(stale_after_s=0) == [run.pk]
+    time.sleep(2.5)
+    assert services.ingestion_runs_requeue_stale(stale_after_s=2) == [run.pk]
     monkeypatch.setenv("INVENTORY_THROTTLE_S", "0")
     with celery_worker(queues=["ingestion"], concurrency=1):
         wait_for(
