@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db.models import Prefetch
+from django.utils import timezone
 
 from apps.core.errors import NotFound
 from apps.health.models import FAILING_STATUSES, CheckResult, HealthCheck, HealthSpec, OverallStatus
@@ -50,6 +52,12 @@ def health_system_status(overview: dict[str, tuple[bool, str]] | None = None) ->
     return system_status(status for enabled, status in overview.values() if enabled)
 
 
+# The gate passes only on fresh results: a check whose latest result is older than this many
+# intervals (plus its timeout) has missed runs, so a stopped runner or a disabled spec cannot
+# keep a deploy pipeline green on results from before it stopped.
+STALE_AFTER_INTERVALS = 3
+
+
 @dataclass
 class Gate:
     spec: str
@@ -61,7 +69,8 @@ def health_spec_gate(*, name: str) -> Gate:
     spec = HealthSpec.objects.filter(name=name).first()
     if spec is None:
         raise NotFound(f"No health spec named {name!r}.")
-    checks = list(spec.checks.order_by("name").values("name", "type", "last_status", "last_run_at"))
+    checks = list(spec.checks.order_by("name").values(
+        "name", "type", "last_status", "last_run_at", "interval_s", "timeout_s"))
     failing = []
     if checks:
         latest = {}
@@ -75,6 +84,18 @@ def health_spec_gate(*, name: str) -> Gate:
             for c in checks if c["last_status"] in FAILING_STATUSES
         ]
     status = overall_status(c["last_status"] for c in checks)
+    if status == OverallStatus.SUCCESS:
+        now = timezone.now()
+        for c in checks:
+            bound = timedelta(seconds=STALE_AFTER_INTERVALS * c["interval_s"] + c["timeout_s"])
+            if c["last_run_at"] is not None and now - c["last_run_at"] > bound:
+                age = (now - c["last_run_at"]).total_seconds()
+                failing.append({
+                    "name": c["name"], "type": c["type"], "status": "stale", "at": c["last_run_at"],
+                    "message": f"last result is {age:.0f} s old; the check runs every {c['interval_s']:g} s",
+                })
+        if failing:
+            status = "stale"
     return Gate(spec=spec.name, status=status, failing=failing)
 
 

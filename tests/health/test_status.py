@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import Permission
 
 from apps.health.models import HealthCheck
-from apps.health.selectors import health_system_status, overall_status, system_status
+from apps.health.selectors import (
+    STALE_AFTER_INTERVALS,
+    health_system_status,
+    overall_status,
+    system_status,
+)
 from apps.health.services import health_spec_run
 from tests.factories.accounts import UserFactory
 from tests.factories.health import HealthSpecFactory, check_doc
@@ -60,6 +67,28 @@ def test_gate_answers_200_only_on_success(api_client, viewer):
     HealthCheck.objects.filter(name="port").delete()
     ok = api_client.get("/api/v1/health/gate/", {"spec": "web"})
     assert ok.status_code == 200 and ok.json() == {"spec": "web", "status": "success", "failing": []}
+
+
+@pytest.mark.django_db
+def test_gate_refuses_stale_results(api_client, viewer):
+    api_client.force_authenticate(viewer)
+    spec = HealthSpecFactory(name="web", checks=[check_doc("db"), check_doc("db2", "database")])
+    health_spec_run(spec_id=spec.id)
+    assert api_client.get("/api/v1/health/gate/", {"spec": "web"}).status_code == 200
+
+    # The runner stopped (or the spec was disabled): db2's last success is old news.
+    db2 = HealthCheck.objects.get(name="db2")
+    db2.last_run_at -= timedelta(seconds=STALE_AFTER_INTERVALS * db2.interval_s + db2.timeout_s + 1)
+    db2.save(update_fields=["last_run_at"])
+    stale = api_client.get("/api/v1/health/gate/", {"spec": "web"})
+    assert stale.status_code == 503
+    body = stale.json()
+    assert body["status"] == "stale"
+    assert [(c["name"], c["status"]) for c in body["failing"]] == [("db2", "stale")]
+    assert "s old" in body["failing"][0]["message"]
+
+    health_spec_run(spec_id=spec.id)  # fresh results again
+    assert api_client.get("/api/v1/health/gate/", {"spec": "web"}).status_code == 200
 
 
 @pytest.mark.django_db
