@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import OuterRef, Subquery
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.functional import cached_property
@@ -156,6 +157,9 @@ class CaseAdminForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        if self.instance.pk and self.instance.location == Location.LEGACY:
+            raise ValidationError("The case is being worked in the legacy CRM: transfer it back first "
+                                  "(action \"Transfer back from legacy CRM\").", code="in_legacy")
         config = self.config
         if not self.instance.pk and cleaned.get("queue"):
             config = selectors.queue_config_active(cleaned["queue"])
@@ -234,9 +238,14 @@ class CaseAdmin(admin.ModelAdmin):
         attrs: dict = {**schema_form_fields(schema), "config": config, "schema": schema}
         if obj is not None:
             allowed = config.transitions.get(obj.status, []) if config else []
+            queue = config.queue.slug if config else obj.queue_id
             attrs["transition_to"] = forms.ChoiceField(
                 required=False, label="Move to status",
-                choices=[("", "(keep current status)")] + [(s, Status(s).label) for s in allowed])
+                choices=[("", "(keep current status)")] + [(s, Status(s).label) for s in allowed],
+                # A stale form (someone moved the case meanwhile) gets the transition table's answer.
+                error_messages={"invalid_choice": (
+                    f"A case in queue '{queue}' cannot move from '{obj.status}' to '%(value)s'. "
+                    f"Allowed from '{obj.status}': {', '.join(allowed) or 'none'}.")})
             attrs["transition_note"] = forms.CharField(required=False, label="Note",
                                                        widget=forms.Textarea(attrs={"rows": 2}))
         form = type("CaseDynamicForm", (CaseAdminForm,), attrs)
@@ -251,6 +260,16 @@ class CaseAdmin(admin.ModelAdmin):
                 "queues": queues, "opts": self.model._meta,
             })
         return super().add_view(request, form_url, extra_context)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # The form checks what it can; a rule that only fails at write time (a concurrent change)
+        # rolls the whole save back and comes back as a message instead of a server error.
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ApplicationError as exc:
+            detail = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.errors.items())
+            self.message_user(request, f"Nothing was saved. {exc.message} {detail}".strip(), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
         if not change:

@@ -232,6 +232,9 @@ class CaseStats(models.Model):
     handle_seconds = models.FloatField(null=True, blank=True)
     # Resolved on the first contact: one agent reply at most and never reopened.
     first_contact_resolution = models.BooleanField(null=True)
+    # The newest event folded in: an event fed again (a re-run batch, a reset cursor) is skipped,
+    # so the consumer is idempotent on its own, not only through its cursor.
+    last_event_id = models.BigIntegerField(default=0)
 
     class Meta:
         verbose_name_plural = "case stats"

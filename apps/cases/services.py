@@ -4,12 +4,14 @@ transaction (via `_events_write`), so the timeline and the change feed are compl
 from __future__ import annotations
 
 import json
+import logging
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -33,6 +35,8 @@ from apps.core.errors import ApplicationError, Conflict, NotFound
 from apps.core.feed import feed_writer_enter
 from apps.core.progress import SILENT, Progress
 from apps.core.validation import json_errors, schema_errors
+
+logger = logging.getLogger(__name__)
 
 CORE_EDITABLE = ("subject", "priority", "channel", "merchant_ref", "customer_ref", "delivery_ref")
 # Schema types a dynamic field may have (the admin renders a form field for each).
@@ -186,6 +190,13 @@ def _event(case: Case, kind: str, actor=None, **data: Any) -> CaseEvent:
                      data=json.loads(json.dumps(data, default=str)))
 
 
+def _created_event(case: Case, actor, *, queue_slug: str, **extra: Any) -> CaseEvent:
+    """The `created` event holds the case's whole initial state, so replaying the timeline from it
+    gives the case as it is now (what tests/cases/test_timeline.py checks)."""
+    return _event(case, EventKind.CREATED, actor, source=case.source, queue=queue_slug, status=case.status,
+                  fields=case.fields, **{name: getattr(case, name) for name in CORE_EDITABLE}, **extra)
+
+
 def _case_lock(case: Case | Any) -> Case:
     # The feed fence first, row locks second (see apps.core.feed: no lock cycle with a consumer).
     feed_writer_enter(CaseEvent)
@@ -226,8 +237,7 @@ def case_create(*, queue: Queue, fields: dict | None = None, actor=None, source:
         subject=subject, merchant_ref=merchant_ref, customer_ref=customer_ref, delivery_ref=delivery_ref,
         signal_type=signal_type, fields=fields, legacy_id=legacy_id, **kwargs,
     )
-    _events_write([_event(case, EventKind.CREATED, actor, source=source, queue=queue.slug,
-                          status=case.status, fields=fields)])
+    _events_write([_created_event(case, actor, queue_slug=queue.slug)])
     return case
 
 
@@ -490,13 +500,23 @@ def signal_ingest(*, signal_type: str, delivery_ref: str, payload: dict | None =
         outcome = SignalOutcome.objects.get(pk=row[0])
         if group != ExperimentGroup.CONTROL:
             properties = (config.fields_schema or {}).get("properties", {})
-            outcome.case = case_create(
-                queue=config.queue, actor=actor, source=Source.SIGNAL, channel=Channel.PROACTIVE,
-                priority=config.targeting.get("priority", Priority.NORMAL),
-                subject=f"{signal_type.replace('_', ' ').capitalize()}: delivery {delivery_ref}",
-                merchant_ref=merchant_ref, customer_ref=customer_ref, delivery_ref=delivery_ref,
-                signal_type=signal_type, fields={k: v for k, v in payload.items() if k in properties},
-            )
+            try:
+                outcome.case = case_create(
+                    queue=config.queue, actor=actor, source=Source.SIGNAL, channel=Channel.PROACTIVE,
+                    priority=config.targeting.get("priority", Priority.NORMAL),
+                    subject=f"{signal_type.replace('_', ' ').capitalize()}: delivery {delivery_ref}",
+                    merchant_ref=merchant_ref, customer_ref=customer_ref, delivery_ref=delivery_ref,
+                    signal_type=signal_type, fields={k: v for k, v in payload.items() if k in properties},
+                )
+            except ApplicationError as exc:
+                # The dynamic fields come from the payload: name the sender's keys. Nothing is
+                # recorded (the outcome rolls back too), so a corrected retry is taken.
+                raise ApplicationError(
+                    f"The payload does not fit the dynamic fields of queue '{config.queue.slug}'.",
+                    errors={"payload" + key.removeprefix("fields") if key.startswith("fields") else key: msgs
+                            for key, msgs in exc.errors.items()},
+                    code=exc.code,
+                ) from exc
             outcome.save(update_fields=["case"])
         return SignalResult(targeted=True, outcome=outcome, created=True)
 
@@ -518,6 +538,14 @@ class ImportSummary:
     errors: list[tuple[int, dict[str, list[str]]]] = field(default_factory=list)
 
 
+def _statuses_of(config: QueueConfig) -> set[str]:
+    """Every status a case of this queue can be in: its initial status and the transition table's."""
+    used = {config.initial_status, *config.transitions}
+    for targets in config.transitions.values():
+        used.update(targets)
+    return used
+
+
 def _legacy_row_to_case(row: dict, queues: dict[str, QueueConfig]) -> Case:
     """A validated, unsaved Case for one import row; raises ApplicationError with field errors."""
     errors: dict[str, list[str]] = {}
@@ -527,9 +555,11 @@ def _legacy_row_to_case(row: dict, queues: dict[str, QueueConfig]) -> Case:
     config = queues.get(str(row.get("queue") or "").strip())
     if config is None:
         errors["queue"] = [f"Unknown queue '{row.get('queue')}'."]
-    status = str(row.get("status") or Status.NEW).strip()
+    status = str(row.get("status") or (config.initial_status if config else Status.NEW)).strip()
     if status not in Status.values:
         errors["status"] = [f"Unknown status '{status}'."]
+    elif config is not None and status not in _statuses_of(config):
+        errors["status"] = [f"Queue '{config.queue.slug}' does not use status '{status}'."]
     channel = str(row.get("channel") or Channel.EMAIL).strip()
     if channel not in Channel.values:
         errors["channel"] = [f"Unknown channel '{channel}'."]
@@ -571,6 +601,19 @@ def _legacy_row_to_case(row: dict, queues: dict[str, QueueConfig]) -> Case:
     )
 
 
+_LEGACY_IMPORT_LOCK = zlib.crc32(b"casehub:cases:legacy-import")
+
+
+def _gin_pending_list_flush() -> None:
+    """Merge the GIN index's pending list after a bulk load: until (auto)vacuum does, the planner
+    may skip the index and dynamic-field searches scan the table (see ../shared/DESIGN.md)."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT gin_clean_pending_list('case_fields_gin'::regclass)")
+    except DatabaseError:  # not the index owner: autovacuum will get to it
+        logger.warning("could not flush the GIN pending list of case_fields_gin")
+
+
 def cases_import_legacy(*, rows: Iterable[tuple[int, dict | str]], actor=None, progress: Progress = SILENT,
                         total: int | None = None, batch_size: int = 1000) -> ImportSummary:
     """Import legacy CRM rows: idempotent (UUID v5 ids), valid rows kept, bad rows reported by number.
@@ -587,21 +630,24 @@ def cases_import_legacy(*, rows: Iterable[tuple[int, dict | str]], actor=None, p
             return
         with transaction.atomic():
             feed_writer_enter(CaseEvent)
+            # Imports running at once take turns per batch, so each sees the other's committed
+            # cases as present: running the same file twice in parallel is as safe as in a row.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LEGACY_IMPORT_LOCK])
             present = set(Case.objects.filter(pk__in=[c.pk for c in batch]).values_list("pk", flat=True))
             fresh = list({c.pk: c for c in batch if c.pk not in present}.values())
             try:
                 Case.objects.bulk_create(fresh)
             except IntegrityError as exc:
-                # A concurrent import of the same file won the race; rerunning skips these rows.
-                raise ApplicationError("Another import is writing the same cases; run it again.") from exc
-            _events_write([_event(c, EventKind.CREATED, actor, source=Source.LEGACY_IMPORT,
-                                  legacy_id=c.legacy_id, queue=c.queue.slug, status=c.status,
-                                  fields=c.fields) for c in fresh])
+                # Only a case created elsewhere with one of these legacy ids at this very moment.
+                raise ApplicationError("Another writer created some of these cases; run it again.") from exc
+            _events_write([_created_event(c, actor, queue_slug=c.queue.slug, legacy_id=c.legacy_id)
+                           for c in fresh])
         summary.imported += len(fresh)
         summary.already_present += len(batch) - len(fresh)
         batch.clear()
 
-    with progress.bar(total=total or 0, desc="importing cases") as bar:
+    with progress.bar(total=total or 0, desc="importing cases", leave=True) as bar:
         for number, row in rows:
             summary.rows += 1
             bar.update(1)
@@ -616,6 +662,8 @@ def cases_import_legacy(*, rows: Iterable[tuple[int, dict | str]], actor=None, p
             if len(batch) >= batch_size:
                 flush()
         flush()
+    if summary.imported:
+        _gin_pending_list_flush()
     return summary
 
 
@@ -625,7 +673,8 @@ CASE_METRICS_CONSUMER = "case_metrics"
 
 
 def _case_stats_handle(events) -> None:
-    """Fold a batch of events into CaseStats with a fixed number of queries (set-based)."""
+    """Fold a batch of events (in id order) into CaseStats with a fixed number of queries; each
+    row remembers the last event it took, so a batch handled twice counts once."""
     from apps.cases.models import CaseStats
 
     case_ids = {e.case_id for e in events}
@@ -640,6 +689,9 @@ def _case_stats_handle(events) -> None:
         row = stats.get(case.pk)
         if row is None:
             row = stats[case.pk] = CaseStats(case_id=case.pk, queue_id=case.queue_id)
+        if event.id <= row.last_event_id:
+            continue  # already folded in: feeding an event twice changes nothing
+        row.last_event_id = event.id
         if event.kind == EventKind.MESSAGE and event.data.get("direction") == "outbound":
             row.outbound_messages += 1
             row.first_response_at = row.first_response_at or event.created_at
@@ -655,7 +707,7 @@ def _case_stats_handle(events) -> None:
     CaseStats.objects.bulk_create(
         list(stats.values()), update_conflicts=True, unique_fields=["case"],
         update_fields=["queue", "outbound_messages", "reopen_count", "first_response_at", "resolved_at",
-                       "handle_seconds", "first_contact_resolution"],
+                       "handle_seconds", "first_contact_resolution", "last_event_id"],
     )
 
 
@@ -682,6 +734,5 @@ def cases_bulk_create(*, cases: list[Case], actor=None) -> list[Case]:
                                    errors={"queue": [str(case.queue_id)]})
         case_fields_validate(config=config, fields=case.fields)
     created = Case.objects.bulk_create(cases)
-    _events_write([_event(c, EventKind.CREATED, actor, source=c.source, queue=configs[c.queue_id].queue.slug,
-                          status=c.status, fields=c.fields) for c in created])
+    _events_write([_created_event(c, actor, queue_slug=configs[c.queue_id].queue.slug) for c in created])
     return created

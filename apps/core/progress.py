@@ -23,10 +23,11 @@ class Progress:
         yield from tqdm(iterable, total=total, desc=desc, file=sys.stderr, disable=disable,
                         unit="it", dynamic_ncols=True, leave=False)
 
-    def bar(self, *, total: int, desc: str = "") -> tqdm:
+    def bar(self, *, total: int, desc: str = "", leave: bool = False) -> tqdm:
+        """`leave=True` keeps the finished bar (count, time, rate) on screen above a summary."""
         disable = None if self.enabled is None else not self.enabled
         return tqdm(total=total, desc=desc, file=sys.stderr, disable=disable, dynamic_ncols=True,
-                    leave=False)
+                    leave=leave)
 
 
 SILENT = Progress(enabled=False)

@@ -46,6 +46,11 @@ def test_changelist_query_count_is_constant(ops, refunds, django_assert_num_quer
     with django_assert_num_queries(9):
         response = ops.get(CHANGELIST)
     assert response.content.decode().count('class="action-select"') == 50
+    # Filtered on core and dynamic fields: exact COUNT, no size estimate, nothing per row.
+    with django_assert_num_queries(8):
+        response = ops.get(CHANGELIST, {"df": 'reason:"damaged"', "queue__id__exact": refunds.pk,
+                                        "status__exact": "assigned"})
+    assert response.content.decode().count('class="action-select"') == 45
 
 
 def test_dynamic_field_filter_uses_containment(ops, refunds):
@@ -211,3 +216,44 @@ def test_unfiltered_changelist_counts_big_tables_from_the_estimate(refunds):
         assert EstimatedCountPaginator(filtered, 50).count == 3  # a filtered list is counted exactly
     finally:
         EstimatedCountPaginator.EXACT_BELOW = 100_000
+
+
+def _change_data(**extra):
+    return {"subject": "s", "priority": 2, "channel": "web", "merchant_ref": "", "customer_ref": "",
+            "delivery_ref": "", "df_order_id": "A-100", "transition_to": "", "transition_note": "",
+            "events-TOTAL_FORMS": 1, "events-INITIAL_FORMS": 1, "events-MIN_NUM_FORMS": 0,
+            "events-MAX_NUM_FORMS": 0, **extra}
+
+
+def test_change_form_refusals_are_clear_errors_not_server_errors(ops, refunds, monkeypatch):
+    from apps.core.errors import Conflict
+
+    case = make_case(queue=refunds, fields={"order_id": "A-100"})
+    url = f"{CHANGELIST}{case.pk}/change/"
+    # A stale form: another agent closed the case after this page was loaded.
+    services.case_transition(case=case, to_status=Status.CLOSED)
+    stale = ops.post(url, _change_data(transition_to="in_progress"))
+    assert stale.status_code == 200
+    assert stale.context["adminform"].form.errors["transition_to"] == [
+        "A case in queue 'refunds' cannot move from 'closed' to 'in_progress'. Allowed from 'closed': none."]
+
+    other = make_case(queue=refunds, fields={"order_id": "A-200"})
+    services.case_legacy_transfer_out(case=other, legacy_ref="CRM-1")
+    frozen = ops.post(f"{CHANGELIST}{other.pk}/change/", _change_data(subject="edited"))
+    assert frozen.status_code == 200 and "transfer it back first" in frozen.content.decode()
+    assert Case.objects.get(pk=other.pk).subject == ""
+
+    # A rule that only fails while writing: the whole save rolls back, the agent gets a message.
+    fresh = make_case(queue=refunds, fields={"order_id": "A-300"})
+
+    def conflict(**kwargs):
+        raise Conflict("The case changed meanwhile.", errors={"status": ["Reload the case."]})
+
+    monkeypatch.setattr(services, "case_transition", conflict)
+    response = ops.post(f"{CHANGELIST}{fresh.pk}/change/", _change_data(subject="edited",
+                                                                         transition_to="resolved"))
+    assert response.status_code == 302 and response.url.endswith(f"{fresh.pk}/change/")
+    page = ops.get(response.url).content.decode()
+    assert "Nothing was saved. The case changed meanwhile. status: Reload the case." in page
+    assert Case.objects.get(pk=fresh.pk).subject == ""
+    assert list(CaseEvent.objects.filter(case=fresh).values_list("kind", flat=True)) == ["created"]

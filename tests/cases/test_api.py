@@ -48,6 +48,27 @@ def test_list_query_count_is_constant(agent_client, refunds, django_assert_num_q
     assert response.json()["count"] == 30
     row = response.json()["results"][0]
     assert row["queue"] == "refunds" and "fields" in row and "timeline" not in row
+    # Filters (core and dynamic) add conditions, never queries.
+    agent_client.force_authenticate(UserFactory(username="agent-api3", roles=["agent"]))
+    with django_assert_num_queries(4):
+        response = agent_client.get(LIST, {"queue": "refunds", "status": ["new", "assigned"],
+                                           "field.order_id": "O-0001", "fields": '{"order_id": "O-0001"}'})
+    assert response.json()["count"] == 2  # O-0001 of both batches
+
+
+def test_detail_query_count_is_constant(agent_client, refunds, django_assert_num_queries):
+    case = make_case(queue=refunds, fields={"order_id": "A-100"})
+    services.case_add_note(case=case, body="one")
+    # user permissions + group permissions, the case (queue and agent joined in), its timeline.
+    with django_assert_num_queries(4):
+        response = agent_client.get(f"{LIST}{case.pk}/")
+    assert len(response.json()["timeline"]) == 2
+    for n in range(20):
+        services.case_add_note(case=case, body=f"note {n}", actor=UserFactory())
+    agent_client.force_authenticate(UserFactory(username="agent-api4", roles=["agent"]))
+    with django_assert_num_queries(4):
+        response = agent_client.get(f"{LIST}{case.pk}/")
+    assert len(response.json()["timeline"]) == 22 and response.json()["timeline"][-1]["actor"]
 
 
 def test_dynamic_field_filters(agent_client, refunds):

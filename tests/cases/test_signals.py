@@ -86,7 +86,11 @@ def test_experiment_split_is_deterministic_and_balanced():
     groups = [targeting.experiment_group(rules, f"d-{n}")[1] for n in range(2000)]
     assert groups == [targeting.experiment_group(rules, f"d-{n}")[1] for n in range(2000)]
     assert 900 < groups.count("treatment") < 1100
-    assert targeting.experiment_bucket("late-2026", "d-1") == targeting.experiment_bucket("late-2026", "d-1")
+    # Pinned literals: SHA-256 of "experiment:delivery", so every process and machine (and a
+    # later analysis) puts a delivery in the same group; Python's salted hash() would not.
+    assert [targeting.experiment_bucket("late-2026", d) for d in ("d-1", "d-2")] == [698, 5452]
+    assert targeting.experiment_bucket("other", "d-1") == 6212
+    assert groups[:6] == ["treatment", "treatment", "control", "treatment", "control", "treatment"]
     other = [targeting.experiment_group({"experiment": {"name": "other"}}, f"d-{n}")[1] for n in range(2000)]
     assert other != groups  # experiments split independently
     assert targeting.experiment_group({}, "d-1") == ("", "none")
@@ -161,3 +165,64 @@ def test_experiment_impact_compares_follow_up_contacts(ops_client):
     families = {f.name: f for f in metrics.collect()}
     samples = {s.labels["group"]: s.value for s in families["casehub_signal_experiment_followups"].samples}
     assert samples == {"control": 2, "treatment": 1}
+
+
+@pytest.mark.django_db
+def test_payload_that_breaks_the_queue_schema_is_refused_field_by_field(ops_client):
+    QueueFactory(slug="proactive_missing", config__fields_schema={
+        "type": "object", "required": ["items"],
+        "properties": {"items": {"type": "integer", "minimum": 1}, "carrier": {"type": "string"}}},
+        config__targeting_rules={"signal_types": ["missing_items"]})
+    bad = {"signal_type": "missing_items", "delivery_id": "d-9", "payload": {"items": 0, "carrier": 7}}
+    response = ops_client.post(URL, bad, format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert "proactive_missing" in body["detail"]
+    assert set(body["errors"]) == {"payload.items", "payload.carrier"}
+    assert "minimum" in body["errors"]["payload.items"][0]
+    missing = ops_client.post(URL, {**bad, "payload": {"carrier": "bike"}}, format="json")
+    assert missing.json()["errors"] == {"payload.items": ["This field is required."]}
+    assert not SignalOutcome.objects.exists() and not Case.objects.exists()
+    fixed = ops_client.post(URL, {**bad, "payload": {"items": 2, "carrier": "bike"}}, format="json")
+    assert fixed.status_code == 201 and Case.objects.get().fields == {"items": 2, "carrier": "bike"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_through_the_api_get_one_201_and_the_same_case():
+    """The sender retries a timed-out request while the first is still running: every request
+    runs on its own thread and database connection, through the view, at the same moment."""
+    from django.contrib.auth.models import Permission
+    from rest_framework.test import APIClient
+
+    late_queue()
+    sender = UserFactory(username="signal-sender")
+    sender.user_permissions.add(Permission.objects.get(codename="ingest_signal"))
+    threads_n = 10
+    barrier = threading.Barrier(threads_n)
+    responses, errors = [], []
+
+    def post():
+        try:
+            client = APIClient()
+            client.force_authenticate(sender)
+            barrier.wait(5)
+            response = client.post(URL, signal("d-api-race", minutes=90), format="json")
+            responses.append((response.status_code, response.json()))
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post) for _ in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == [] and len(responses) == threads_n
+    assert sorted(code for code, _ in responses) == [200] * (threads_n - 1) + [201]
+    assert len({body["case_id"] for _, body in responses}) == 1
+    assert [body["created"] for code, body in responses if code == 201] == [True]
+    case = Case.objects.get(delivery_ref="d-api-race")
+    assert str(case.pk) == responses[0][1]["case_id"]
+    assert SignalOutcome.objects.get(delivery_ref="d-api-race").received_count == threads_n
+    assert CaseEvent.objects.filter(case=case).count() == 1
