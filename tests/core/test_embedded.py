@@ -54,7 +54,7 @@ def _pg(url: str):
 
 
 def _running(var: Path) -> tuple[bool, bool]:
-    pg = embedded._pg_info(var / "postgres") is not None
+    pg = embedded._postmaster_pid(var / "postgres") is not None
     return pg, embedded._redis_state(var) is not None
 
 

@@ -76,5 +76,5 @@ def test_make_run_serves_admin_and_stops_cleanly(tmp_path):
     # under it must have shut everything down in order.
     assert code in (0, -signal.SIGINT), output[-3000:]
     assert "Casehub stopped." in output and "exited with" not in output
-    assert embedded._pg_info(var / "postgres") is None
-    assert embedded._redis_state(var) is None
+    assert embedded._postmaster_pid(var / "postgres") is None, output[-3000:]
+    assert embedded._redis_state(var) is None, output[-3000:]

@@ -7,6 +7,7 @@ the children first and the services last.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -83,7 +84,8 @@ class Command(BaseCommand):
             try:
                 child.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                child.kill()
+                # The whole group: a worker's pool processes must not outlive it.
+                os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
         self.stdout.write("Casehub stopped.")
         if exit_code:
