@@ -389,3 +389,59 @@ def test_purge_enforces_ttls_in_batches():
     assert default_storage.exists(new.payload_path)
     assert list(ItemRejection.objects.values_list("run_id", flat=True)) == [new.pk]
     assert ShopperSignal.objects.count() == 1
+
+
+def test_deleting_a_store_deletes_its_items_even_by_raw_sql():
+    store, other = StoreFactory(), StoreFactory()
+    for each in (store, other):
+        ingest(each, feed_items(catalog_create(each.merchant, 3, prefix=f"S{each.pk}-")))
+    with connection.cursor() as cursor:  # no ORM cascade: the trigger of migration 0004 does it
+        cursor.execute("DELETE FROM inventory_ingestionrun WHERE store_id = %s", [store.pk])
+        cursor.execute("DELETE FROM inventory_store WHERE id = %s", [store.pk])
+    assert not InventoryItem.objects.filter(store_id=store.pk).exists()
+    assert InventoryItem.objects.filter(store=other).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_store_deleted_while_a_batch_commits_leaves_no_orphan_items():
+    import threading
+
+    from django.db import transaction
+
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 2)
+    run = ingest(store, feed_items(skus[:1]))
+    errors: list[BaseException] = []
+
+    def delete_store():
+        try:
+            # A cascade in the order that loses a race: the items first (the batch's new one is not
+            # visible yet), then the runs (waits for the batch to commit), then the store.
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("DELETE FROM inventory_inventoryitem WHERE store_id = %s", [store.pk])
+                cursor.execute("DELETE FROM inventory_ingestionrun WHERE store_id = %s", [store.pk])
+                cursor.execute("DELETE FROM inventory_store WHERE id = %s", [store.pk])
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        # What a batch statement does: write an item of the store, update (lock) its run's row.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO inventory_inventoryitem (store_id, sku, price_cents, is_available, "
+                "display_status, status_reason, attributes, updated_at) "
+                "VALUES (%s, %s, 100, true, 'shown', '', '{}', now())",
+                [store.pk, skus[1]],
+            )
+            cursor.execute(
+                "UPDATE inventory_ingestionrun SET items_done = items_done WHERE id = %s", [run.pk]
+            )
+        deleter = threading.Thread(target=delete_store)
+        deleter.start()
+        deleter.join(1.0)
+        assert deleter.is_alive()  # blocked behind the batch's transaction
+    deleter.join(10)
+    assert not errors and not deleter.is_alive()
+    assert not InventoryItem.objects.filter(store_id=store.pk).exists()
