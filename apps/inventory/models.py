@@ -213,9 +213,10 @@ class IngestionRun(models.Model):
         indexes = [
             # Recent runs of a store (API, admin, metrics "last run per store").
             models.Index(fields=["store", "-id"], name="inventory_run_store_recent"),
-            # Stale-heartbeat detection scans only unfinished runs.
+            # Unfinished runs only (a handful): the claim's "no older unfinished run of this
+            # store" check, and stale-heartbeat detection.
             models.Index(
-                fields=["heartbeat_at"],
+                fields=["store", "heartbeat_at"],
                 name="inventory_run_unfinished",
                 condition=Q(status__in=["queued", "running"]),
             ),

@@ -186,6 +186,10 @@ UPDATE inventory_ingestionrun r SET status = 'running', claim_token = %(token)s,
 FROM inventory_store s
 WHERE r.id = %(run)s AND s.id = r.store_id AND r.attempts < r.max_attempts
   AND (r.status = 'queued' OR (r.status = 'running' AND r.heartbeat_at < %(stale)s))
+  -- One run of a store at a time, oldest first: two feeds of a store written concurrently would
+  -- interleave their batches and leave a mix of both, an older price overwriting a newer one.
+  AND NOT EXISTS (SELECT 1 FROM inventory_ingestionrun o WHERE o.store_id = r.store_id AND o.id < r.id
+                  AND o.status IN ('queued', 'running'))
 RETURNING r.store_id, r.source, r.batch_size, r.batches_done, r.items_done, r.payload_path,
     r.rejected_by_reason, s.merchant_id, s.price_markup_bps, s.max_price_ratio, s.sla_seconds,
     -- Store-level dependencies ride along: guardrails (store-specific last, so they override the
@@ -362,8 +366,8 @@ def ingestion_run_process(*, run_id: int) -> str:
     """Claim a run and process it to the end, resuming after its last committed batch.
 
     Returns "succeeded", "retry" (failed, attempts left; the run is queued again), "failed",
-    "busy" (another worker holds it and heartbeats), "skipped" (finished, or out of attempts)
-    or "lost" (re-claimed meanwhile).
+    "busy" (another worker holds it and heartbeats), "waiting" (an older run of the store is not
+    finished yet), "skipped" (finished, or out of attempts) or "lost" (re-claimed meanwhile).
     """
     token = uuid.uuid4()
     stale = timezone.now() - timedelta(seconds=conf.stale_after_s())
@@ -371,8 +375,16 @@ def ingestion_run_process(*, run_id: int) -> str:
         cursor.execute(_CLAIM_SQL, {"token": token, "run": run_id, "stale": stale})
         claimed = cursor.fetchone()
     if claimed is None:
-        status = IngestionRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
-        return "busy" if status == RunStatus.RUNNING else "skipped"
+        run = (
+            IngestionRun.objects.filter(pk=run_id)
+            .only("status", "store_id", "attempts", "max_attempts")
+            .first()
+        )
+        if run is None or run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+            return "skipped"
+        if run.status == RunStatus.QUEUED and run.attempts < run.max_attempts:
+            return "waiting"  # not claimable only because an older run of its store goes first
+        return "busy" if run.status == RunStatus.RUNNING else "skipped"
     try:
         with _cyclic_gc_paused():
             prediction = _run_batches(run_id, token, claimed)

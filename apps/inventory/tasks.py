@@ -12,6 +12,9 @@ def ingestion_run_process(self, run_id: int) -> str:
     outcome = services.ingestion_run_process(run_id=run_id)
     if outcome == "retry":
         raise self.retry(countdown=min(300, 5 * 2 ** min(self.request.retries, 6)))
+    if outcome == "waiting":
+        # An older feed of the same store is queued or running: this one follows it.
+        raise self.retry(countdown=5)
     if outcome == "busy":
         # A redelivered message (e.g. its worker process died) while the claim still looks
         # alive: look again once the heartbeat would be stale, so the run resumes even

@@ -78,6 +78,10 @@ def test_each_query_plans_onto_its_index():
     for index, queryset in checks.items():
         assert index in plan(queryset), (index, plan(queryset))
 
+    # The claim: "no older unfinished run of this store" reads the partial index, not history.
+    claim = plan(services._CLAIM_SQL, {"token": None, "run": 1, "stale": cutoff})
+    assert "inventory_run_unfinished" in claim, claim
+
     # The run's context fetch (catalog + prior item state + the signal window) in one statement.
     context = plan(
         services._CONTEXT_SQL.replace("%(skus)b", "%(skus)s"),

@@ -445,3 +445,27 @@ def test_a_store_deleted_while_a_batch_commits_leaves_no_orphan_items():
     deleter.join(10)
     assert not errors and not deleter.is_alive()
     assert not InventoryItem.objects.filter(store_id=store.pk).exists()
+
+
+def test_runs_of_one_store_apply_one_at_a_time_oldest_first():
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 3)
+    older = services.feed_submit_json(store=store, body=feed_body(feed_items(skus, price=1)), enqueue=False)
+    newer = services.feed_submit_json(store=store, body=feed_body(feed_items(skus, price=2)), enqueue=False)
+    other_store = StoreFactory(merchant=store.merchant)
+    other = services.feed_submit_json(store=other_store, body=feed_body(feed_items(skus)), enqueue=False)
+
+    # A worker that picks the newer feed first waits for the older one (it would be overwritten).
+    assert services.ingestion_run_process(run_id=newer.pk) == "waiting"
+    newer.refresh_from_db()
+    assert (newer.status, newer.attempts) == (RunStatus.QUEUED, 0)
+    assert not InventoryItem.objects.filter(store=store).exists()
+    assert services.ingestion_run_process(run_id=other.pk) == "succeeded"  # other stores go on
+
+    assert services.ingestion_run_process(run_id=older.pk) == "succeeded"
+    assert services.ingestion_run_process(run_id=newer.pk) == "succeeded"
+    assert set(InventoryItem.objects.filter(store=store).values_list("price_cents", flat=True)) == {
+        200,
+        210,
+        220,
+    }
