@@ -304,6 +304,40 @@ RETURNING status
 """
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NULL = "\\N"
+
+
+def copy_text(rows: list[tuple]) -> bytes:
+    """The staging rows in COPY's text format, as psycopg's write_row would send them.
+
+    Hand-written for the row shapes the pipeline makes (a valid row, or a SKU and a rejection
+    reason): ~30 % cheaper than write_row, and run on the pipeline's thread rather than the
+    writer's. Valid SKUs are printable and the attributes are JSON (control characters already
+    escaped), so only a backslash needs escaping there; reasons and rejected SKUs may hold more.
+    """
+    lines = []
+    append = lines.append
+    for sku, published, available, status, reason, held, score, attrs, fp, rejected in rows:
+        if rejected is None:
+            if "\\" in sku:
+                sku = sku.replace("\\", "\\\\")
+            if reason:
+                reason = reason.translate(_COPY_ESCAPES)
+            if "\\" in attrs:
+                attrs = attrs.replace("\\", "\\\\")
+            append(
+                f"{sku}\t{_NULL if published is None else published}\t{'t' if available else 'f'}\t{status}"
+                f"\t{reason}\t{_NULL if held is None else held}\t{score!r}\t{attrs}\t{fp}\t{_NULL}\n"
+            )
+        else:
+            sku, rejected = sku.translate(_COPY_ESCAPES), rejected.translate(_COPY_ESCAPES)
+            append(
+                f"{sku}\t{_NULL}\t{_NULL}\t{_NULL}\t{_NULL}\t{_NULL}\t{_NULL}\t{_NULL}\t{_NULL}\t{rejected}\n"
+            )
+    return "".join(lines).encode()
+
+
 class ClaimLost(Exception):
     """Another worker re-claimed the run (ours was presumed dead): stop without committing."""
 
@@ -539,10 +573,13 @@ class _Writer:
             future.result()  # re-raises the writer's error (ClaimLost, database errors) here
 
     def submit(self, pending: _Pending, by_reason: dict) -> None:
+        # Serialised here, while the previous batch still runs on the server: the writer's own
+        # Python work (under the GIL) is then only a few calls.
+        data = copy_text(pending.rows)
         self.wait()
         handoff = threading.Event()
         self.future = self.executor.submit(
-            _batch_commit, self.db, *self.args, pending, json.dumps(by_reason), handoff
+            _batch_commit, self.db, *self.args, pending, data, json.dumps(by_reason), handoff
         )
         # Let the writer COPY its rows and send the statement before this thread goes back to the
         # CPU-bound pipeline: otherwise it holds the GIL for a whole batch while the writer (and
@@ -600,17 +637,18 @@ def _batch_commit(
     token: uuid.UUID,
     store_id: int,
     pending: _Pending,
+    data: bytes,
     by_reason_json: str,
     handoff: threading.Event,
 ) -> None:
     """COPY the pending rows, then one statement: log rejections, upsert, advance progress."""
     try:
-        _batch_write(db, run_id, token, store_id, pending, by_reason_json, handoff)
+        _batch_write(db, run_id, token, store_id, pending, data, by_reason_json, handoff)
     finally:
         handoff.set()  # never leave the submitting thread waiting, whatever happened
 
 
-def _batch_write(db, run_id, token, store_id, pending, by_reason_json, handoff) -> None:
+def _batch_write(db, run_id, token, store_id, pending, data, by_reason_json, handoff) -> None:
     import psycopg
 
     params = {
@@ -635,10 +673,9 @@ def _batch_write(db, run_id, token, store_id, pending, by_reason_json, handoff) 
         cursor = psycopg.ClientCursor(raw)  # the client-side binding Django itself uses
         cursor = db.make_debug_cursor(cursor) if db.queries_logged else db.make_cursor(cursor)
         with cursor:
-            if pending.rows:
+            if data:
                 with cursor.copy(_COPY_SQL) as copy:
-                    for row in pending.rows:
-                        copy.write_row(row)
+                    copy.write(data)
             handoff.set()
             cursor.execute(_BATCH_SQL if top_level else _BATCH_SQL_NESTED, params)
             if cursor.fetchone()[0] != 1:

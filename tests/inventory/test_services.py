@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -469,3 +470,50 @@ def test_runs_of_one_store_apply_one_at_a_time_oldest_first():
         210,
         220,
     }
+
+
+def test_copy_text_loads_exactly_what_psycopgs_own_copy_would():
+    rows = [
+        ("A\\B", 100, True, "shown", "", None, 0.1, '{"aisle":"a\\"b\\\\c"}', 7, None),
+        (
+            "B",
+            None,
+            False,
+            "held",
+            "not shown: held by cat\twith tabs\nnewline\r\\ ",
+            250,
+            0.95,
+            "{}",
+            -5,
+            None,
+        ),
+        ("C\\x00", None, None, None, None, None, None, None, None, "invalid sku (unprintable characters)"),
+        (
+            "D é",
+            5,
+            True,
+            "predicted_oos",
+            "not shown: predicted (score 0.60)",
+            None,
+            0.6,
+            '{"q":3}',
+            2**62,
+            None,
+        ),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(services._STAGE_SQL)
+        loaded = []
+        for send in ("ours", "psycopg"):
+            with cursor.copy(services._COPY_SQL) as copy:
+                if send == "ours":
+                    copy.write(services.copy_text(rows))
+                else:
+                    for row in rows:
+                        copy.write_row(row)
+            cursor.execute("SELECT * FROM inventory_stage ORDER BY sku")
+            loaded.append(cursor.fetchall())
+            cursor.execute("DELETE FROM inventory_stage")
+    assert loaded[0] == loaded[1]
+    assert [row[0] for row in loaded[0]] == ["A\\B", "B", "C\\x00", "D é"]
+    assert json.loads(loaded[0][0][7]) == {"aisle": 'a"b\\c'} and loaded[0][1][4].endswith("newline\r\\ ")
