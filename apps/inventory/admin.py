@@ -10,9 +10,10 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -97,8 +98,6 @@ class StoreAdmin(admin.ModelAdmin):
         try:
             return selectors.store_get(store_id=store_id)
         except ApplicationError as exc:
-            from django.http import Http404
-
             raise Http404(exc.message) from exc
 
     def csv_upload_view(self, request, store_id: int):
@@ -216,7 +215,7 @@ class IngestionRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "source", "sla_met"]
     search_fields = ["=id", "store__name", "store__external_id"]
     actions = ["requeue"]
-    readonly_fields = ["progress"]
+    readonly_fields = ["progress", "raw_payload"]
     fields = [
         "store",
         "source",
@@ -244,7 +243,7 @@ class IngestionRunAdmin(admin.ModelAdmin):
         "duration_s",
         "sla_met",
         "error",
-        "payload_path",
+        "raw_payload",
         "payload_bytes",
         "payload_expires_at",
     ]
@@ -253,6 +252,37 @@ class IngestionRunAdmin(admin.ModelAdmin):
     @admin.display(description="progress")
     def progress(self, run: IngestionRun) -> str:
         return progress_bar(run)
+
+    @admin.display(description="raw payload")
+    def raw_payload(self, run: IngestionRun) -> str:
+        if not run.payload_path:
+            return "purged (past its time-to-live)" if run.payload_bytes else "—"
+        return format_html(
+            '<a href="{}">download</a> <code>{}</code>',
+            reverse("admin:inventory_ingestionrun_payload", args=[run.pk]),
+            run.payload_path,
+        )
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:run_id>/payload/",
+                self.admin_site.admin_view(self.payload_view),
+                name="inventory_ingestionrun_payload",
+            ),
+            *super().get_urls(),
+        ]
+
+    def payload_view(self, request, run_id: int):
+        """The feed exactly as it arrived, for troubleshooting a run (kept until its TTL)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        path = IngestionRun.objects.filter(pk=run_id).values_list("payload_path", flat=True).first()
+        if not path or not default_storage.exists(path):
+            raise Http404("No raw payload: unknown run, or purged past its time-to-live.")
+        return FileResponse(
+            default_storage.open(path, "rb"), as_attachment=True, filename=path.rsplit("/", 1)[-1]
+        )
 
     def get_readonly_fields(self, request, obj=None):
         return self.fields  # runs are written by the pipeline only

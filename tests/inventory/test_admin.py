@@ -155,3 +155,26 @@ def test_requeue_action_gives_failed_runs_new_attempts(ops_client, django_captur
     done.refresh_from_db()
     assert (failed.status, failed.attempts, failed.error) == ("queued", 0, "")
     assert done.status == "succeeded" and len(callbacks) == 1
+
+
+def test_a_runs_raw_payload_downloads_until_purged(ops_client):
+    from django.test import Client
+
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 2)
+    body = feed_body(feed_items(skus))
+    run = services.feed_submit_json(store=store, body=body, enqueue=False)
+    detail = ops_client.get(f"/admin/inventory/ingestionrun/{run.pk}/change/").content.decode()
+    assert f"/admin/inventory/ingestionrun/{run.pk}/payload/" in detail
+    response = ops_client.get(f"/admin/inventory/ingestionrun/{run.pk}/payload/")
+    assert response.status_code == 200 and b"".join(response.streaming_content) == body
+
+    nobody = Client()
+    nobody.force_login(UserFactory(is_staff=True))  # no inventory permissions
+    assert nobody.get(f"/admin/inventory/ingestionrun/{run.pk}/payload/").status_code == 403
+
+    IngestionRun.objects.filter(pk=run.pk).update(status="succeeded", payload_expires_at=run.created_at)
+    services.inventory_purge_expired()
+    assert ops_client.get(f"/admin/inventory/ingestionrun/{run.pk}/payload/").status_code == 404
+    detail = ops_client.get(f"/admin/inventory/ingestionrun/{run.pk}/change/").content.decode()
+    assert "purged (past its time-to-live)" in detail
