@@ -218,3 +218,26 @@ def test_signals_are_scoped_merchants_to_their_own_stores_others_need_the_permis
     assert sorted(ShopperSignal.objects.values_list("store_id", "found")) == sorted(
         [(store.pk, True), (other.pk, False)]
     )
+
+
+def test_item_status_of_a_sku_with_a_slash(api_client, merchant_user, store):
+    from apps.inventory.models import CatalogItem
+
+    CatalogItem.objects.create(merchant=store.merchant, sku="AB/12 3", name="x", category="grocery")
+    run = services.feed_submit_json(
+        store=store, body=feed_body([{"sku": "AB/12 3", "price": 1}]), enqueue=False
+    )
+    services.ingestion_run_process(run_id=run.pk)
+    api_client.force_authenticate(merchant_user.user)
+    status = api_client.get(f"{BASE}/stores/{store.pk}/items/AB/12%203/").json()
+    assert (status["sku"], status["display_status"], status["price_cents"]) == ("AB/12 3", "shown", 100)
+
+
+def test_signal_sku_must_be_printable(api_client, merchant_user, store):
+    api_client.force_authenticate(merchant_user.user)
+    response = api_client.post(
+        f"{BASE}/signals/", {"store_id": store.pk, "sku": "A\tB", "found": True}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["sku"] == ["Enter a SKU of printable characters."]
+    assert not ShopperSignal.objects.exists()

@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from apps.inventory import pipeline
 from apps.inventory.models import IngestionRun, InventoryItem, Store
 
 
@@ -80,8 +81,13 @@ class FeedAcceptedSerializer(serializers.Serializer):
 
 class SignalInputSerializer(serializers.Serializer):
     store_id = serializers.IntegerField()
-    sku = serializers.CharField(max_length=64)
+    sku = serializers.CharField(max_length=pipeline.SKU_MAX)
     found = serializers.BooleanField()
+
+    def validate_sku(self, value: str) -> str:
+        if not pipeline.valid_sku(value):  # the feed's rule: no control characters, storable
+            raise serializers.ValidationError("Enter a SKU of printable characters.")
+        return value
 
 
 class CsvUploadSerializer(serializers.Serializer):
