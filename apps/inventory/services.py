@@ -417,7 +417,12 @@ def ingestion_run_process(*, run_id: int) -> str:
         if run is None or run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             return "skipped"
         if run.status == RunStatus.QUEUED and run.attempts < run.max_attempts:
-            return "waiting"  # not claimable only because an older run of its store goes first
+            # Not claimable only because an older run of its store goes first. Its task retries
+            # shortly; the heartbeat says so, so the stale check does not queue it a second time.
+            IngestionRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+                heartbeat_at=timezone.now()
+            )
+            return "waiting"
         return "busy" if run.status == RunStatus.RUNNING else "skipped"
     try:
         with _cyclic_gc_paused():

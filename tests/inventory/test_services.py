@@ -458,8 +458,10 @@ def test_runs_of_one_store_apply_one_at_a_time_oldest_first():
 
     # A worker that picks the newer feed first waits for the older one (it would be overwritten).
     assert services.ingestion_run_process(run_id=newer.pk) == "waiting"
+    beat = newer.heartbeat_at
     newer.refresh_from_db()
     assert (newer.status, newer.attempts) == (RunStatus.QUEUED, 0)
+    assert newer.heartbeat_at > beat  # looked after: not stale, not queued twice
     assert not InventoryItem.objects.filter(store=store).exists()
     assert services.ingestion_run_process(run_id=other.pk) == "succeeded"  # other stores go on
 
