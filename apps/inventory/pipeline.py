@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from json.encoder import encode_basestring as _json_str  # the C encoder
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,10 +46,14 @@ def heuristic_scores(features: np.ndarray) -> np.ndarray:
     return np.where(available > 0, share, np.maximum(0.9, share))
 
 
-@dataclass(slots=True)
-class CatalogEntry:
-    """Catalog hydration plus the item's prior state and recent signals, fetched once per run."""
+class CatalogEntry(NamedTuple):
+    """Catalog hydration plus the item's prior state and recent signals, fetched once per run.
 
+    The run's context query returns rows of exactly this shape, used as they come (no object per
+    SKU to build); process_batch unpacks them.
+    """
+
+    sku: str
     category: str
     average_weight: float | None  # None: sold by the piece
     published_cents: int | None = None
@@ -210,7 +215,7 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
         if entry is None:
             reject(sku, "unknown sku (not in catalog)")
             continue
-        weight = entry.average_weight
+        _, category, weight, prior, prior_fp, last_in_stock, signals_found, signals_not_found = entry
         # --- price
         raw = item.get("price") if weight is None else item.get("unit_price")
         if raw is None or raw == "":
@@ -255,23 +260,22 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
         attrs = "{" + attrs[1:] + "}" if attrs else "{}"
         # --- guardrails
         held = None
-        bounds = guardrails.get(entry.category)
+        bounds = guardrails.get(category)
         ratio, ceiling = bounds if bounds is not None else (None, None)
         ratio = ratio or default_ratio
-        prior = entry.published_cents
         if ceiling is not None and cents > ceiling:
-            held = f"price {cents / 100:.2f} above the {entry.category} ceiling {ceiling / 100:.2f}"
+            held = f"price {cents / 100:.2f} above the {category} ceiling {ceiling / 100:.2f}"
         elif prior and (cents > prior * ratio or cents * ratio < prior):
             held = f"price change {prior / 100:.2f} -> {cents / 100:.2f} beyond {ratio:g}x"
         # --- prediction features
         if available:
             hours = 0.0
-        elif entry.last_in_stock_epoch is None:
+        elif last_in_stock is None:
             hours = MAX_HOURS
         else:
-            hours = min(MAX_HOURS, max(0.0, (now_epoch - entry.last_in_stock_epoch) / 3600))
-        features.append((1.0 if available else 0.0, hours, entry.signals_found, entry.signals_not_found))
-        pending.append((sku, cents, available, held, attrs, prior, entry.fingerprint))
+            hours = min(MAX_HOURS, max(0.0, (now_epoch - last_in_stock) / 3600))
+        features.append((1.0 if available else 0.0, hours, signals_found, signals_not_found))
+        pending.append((sku, cents, available, held, attrs, prior, prior_fp))
     out.received = received
 
     # One vectorised model call per batch, not one per item.

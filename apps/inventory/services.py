@@ -507,10 +507,8 @@ def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
                 "since": now - timedelta(days=conf.signal_window_days()),
             },
         )
-        CatalogEntry = pipeline.CatalogEntry
-        catalog = ctx.catalog
-        for sku, category, weight, price, fp, last_in_stock, found, not_found in cursor.fetchall():
-            catalog[sku] = CatalogEntry(category, weight, price, fp, last_in_stock, found, not_found)
+        # Rows in pipeline.CatalogEntry's shape, keyed by SKU.
+        ctx.catalog = {row[0]: row for row in cursor.fetchall()}
         if isinstance(guardrails, str):
             guardrails = json.loads(guardrails)
         for category, ratio, ceiling in guardrails or ():

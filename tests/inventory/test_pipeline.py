@@ -10,9 +10,9 @@ from apps.inventory.pipeline import CatalogEntry, StoreContext
 
 def context(**overrides) -> StoreContext:
     catalog = {
-        "APPLE": CatalogEntry("produce", 0.2),
-        "SOAP": CatalogEntry("household", None, published_cents=300),
-        "WINE": CatalogEntry("alcohol", None),
+        "APPLE": CatalogEntry("APPLE", "produce", 0.2),
+        "SOAP": CatalogEntry("SOAP", "household", None, published_cents=300),
+        "WINE": CatalogEntry("WINE", "alcohol", None),
     }
     values = dict(
         store_id=1,
@@ -102,7 +102,7 @@ def test_unchanged_items_are_not_written_and_the_model_scores_the_batch_at_once(
     )
     assert calls == [(2, 4)]
     for row in first.rows:
-        ctx.catalog[row[0]].fingerprint = row[8]
+        ctx.catalog[row[0]] = ctx.catalog[row[0]]._replace(fingerprint=row[8])
     ctx.seen.clear()
     again = pipeline.process_batch(
         [{"sku": "SOAP", "price": 3}, {"sku": "WINE", "price": 9, "available": False}], ctx
@@ -118,7 +118,7 @@ def test_heuristic_without_a_model():
 def test_values_the_database_cannot_hold_are_rejected_per_item_not_raised():
     ctx = context()
     for sku in ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "OK1", "OK2"):
-        ctx.catalog[sku] = CatalogEntry("grocery", None)
+        ctx.catalog[sku] = CatalogEntry(sku, "grocery", None)
     items = [
         {"sku": "A\x00B", "price": 1},
         {"sku": "A\ud800", "price": 1},
