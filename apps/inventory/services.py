@@ -409,11 +409,7 @@ def ingestion_run_process(*, run_id: int) -> str:
         cursor.execute(_CLAIM_SQL, {"token": token, "run": run_id, "stale": stale})
         claimed = cursor.fetchone()
     if claimed is None:
-        run = (
-            IngestionRun.objects.filter(pk=run_id)
-            .only("status", "store_id", "attempts", "max_attempts")
-            .first()
-        )
+        run = IngestionRun.objects.filter(pk=run_id).only("status", "attempts", "max_attempts").first()
         if run is None or run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             return "skipped"
         if run.status == RunStatus.QUEUED and run.attempts < run.max_attempts:
