@@ -114,14 +114,7 @@ class InventoryItem(models.Model):
     """One SKU in one store: the published price, availability and why it is (not) shown."""
 
     pk = models.CompositePrimaryKey("store_id", "sku")
-    # No FK constraint: its per-row check of every inserted item cost a quarter of a new store's
-    # write time (~2.8 ms of ~11 per 1,000 rows). Items are written only by the batch statement
-    # of a claimed run of this store, which updates that run's row (a real FK) in the same
-    # statement; and a trigger deletes a store's items with the store (migration 0004), so no
-    # item outlives its store, even one deleted while its feed is being written.
-    store = models.ForeignKey(
-        Store, on_delete=models.CASCADE, related_name="items", db_index=False, db_constraint=False
-    )
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="items", db_index=False)
     sku = models.CharField(max_length=64)
     # Published price; NULL while a new item's first price is held by a guardrail.
     price_cents = models.IntegerField(null=True)

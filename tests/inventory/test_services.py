@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.files.storage import default_storage
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -21,6 +21,7 @@ from apps.inventory.models import (
     PriceGuardrail,
     RunStatus,
     ShopperSignal,
+    Store,
     Unit,
 )
 from tests.factories.inventory import StoreFactory, catalog_create, feed_body, feed_items
@@ -392,22 +393,25 @@ def test_purge_enforces_ttls_in_batches():
     assert ShopperSignal.objects.count() == 1
 
 
-def test_deleting_a_store_deletes_its_items_even_by_raw_sql():
+def test_a_store_takes_its_items_with_it_and_the_database_refuses_orphans():
     store, other = StoreFactory(), StoreFactory()
     for each in (store, other):
         ingest(each, feed_items(catalog_create(each.merchant, 3, prefix=f"S{each.pk}-")))
-    with connection.cursor() as cursor:  # no ORM cascade: the trigger of migration 0004 does it
+    # Behind the ORM's back, the foreign key still holds: no item may outlive its store.
+    with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
+        # Django's foreign keys are checked at commit; the test's transaction never commits.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute("DELETE FROM inventory_ingestionrun WHERE store_id = %s", [store.pk])
         cursor.execute("DELETE FROM inventory_store WHERE id = %s", [store.pk])
+    assert InventoryItem.objects.filter(store=store).count() == 3
+    store.delete()  # what the admin does: the cascade removes its items and runs first
     assert not InventoryItem.objects.filter(store_id=store.pk).exists()
     assert InventoryItem.objects.filter(store=other).count() == 3
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_store_deleted_while_a_batch_commits_leaves_no_orphan_items():
+def test_a_store_deleted_while_a_batch_commits_is_refused_and_leaves_no_orphan():
     import threading
-
-    from django.db import transaction
 
     store = StoreFactory()
     skus = catalog_create(store.merchant, 2)
@@ -422,7 +426,7 @@ def test_a_store_deleted_while_a_batch_commits_leaves_no_orphan_items():
                 cursor.execute("DELETE FROM inventory_inventoryitem WHERE store_id = %s", [store.pk])
                 cursor.execute("DELETE FROM inventory_ingestionrun WHERE store_id = %s", [store.pk])
                 cursor.execute("DELETE FROM inventory_store WHERE id = %s", [store.pk])
-        except BaseException as exc:  # surfaced by the assertion below
+        except BaseException as exc:  # surfaced by the assertions below
             errors.append(exc)
         finally:
             connection.close()
@@ -444,8 +448,11 @@ def test_a_store_deleted_while_a_batch_commits_leaves_no_orphan_items():
         deleter.join(1.0)
         assert deleter.is_alive()  # blocked behind the batch's transaction
     deleter.join(10)
-    assert not errors and not deleter.is_alive()
-    assert not InventoryItem.objects.filter(store_id=store.pk).exists()
+    assert not deleter.is_alive()
+    # The late delete saw the committed item and was refused whole: nothing half-deleted, no orphan.
+    assert len(errors) == 1 and isinstance(errors[0], IntegrityError)
+    assert set(InventoryItem.objects.filter(store_id=store.pk).values_list("sku", flat=True)) == set(skus)
+    assert Store.objects.filter(pk=store.pk).exists()
 
 
 def test_runs_of_one_store_apply_one_at_a_time_oldest_first():

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("inventory", "0004_item_store_without_fk_check"),
+        ("inventory", "0003_signal_index_store_created"),
     ]
 
     operations = [
