@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.cases.legacy import LEGACY_NAMESPACE, legacy_case_id
 from apps.cases.models import Case, CaseEvent, Source, Status
 from tests.factories.cases import REFUND_SCHEMA, QueueFactory
+from tests.utils.concurrency import run_at_once
 
 
 def test_uuid5_is_stable_across_machines():
@@ -109,8 +110,6 @@ def test_import_refuses_a_status_the_queue_does_not_use(tmp_path, capsys):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_same_file_imported_twice_at_once_imports_each_case_once(tmp_path):
-    import threading
-
     from apps.cases.legacy import legacy_rows
     from apps.cases.services import cases_import_legacy
 
@@ -118,24 +117,7 @@ def test_the_same_file_imported_twice_at_once_imports_each_case_once(tmp_path):
     path = tmp_path / "export.jsonl"
     path.write_text("".join(json.dumps({"legacy_id": f"C-{n}", "queue": "refunds",
                                         "fields": {"order_id": f"O-{n}"}}) + "\n" for n in range(60)))
-    barrier = threading.Barrier(2)
-    summaries, errors = [], []
-
-    def run():
-        try:
-            barrier.wait(5)
-            summaries.append(cases_import_legacy(rows=legacy_rows(path), batch_size=7))
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert errors == []
+    summaries = run_at_once(lambda: cases_import_legacy(rows=legacy_rows(path), batch_size=7), 2)
     assert sum(s.imported for s in summaries) == 60 and sum(s.already_present for s in summaries) == 60
     assert Case.objects.count() == 60 and CaseEvent.objects.filter(kind="created").count() == 60
 

@@ -1,14 +1,13 @@
 """POST /api/v1/signals/: targeting, dedup (also under concurrent retries), experiment split, auth."""
 
-import threading
 
 import pytest
-from django.db import connection
 
 from apps.cases import services, targeting
 from apps.cases.models import Case, CaseEvent, Channel, SignalOutcome
 from tests.factories.accounts import UserFactory
 from tests.factories.cases import QueueFactory
+from tests.utils.concurrency import run_at_once
 
 URL = "/api/v1/signals/"
 LATE_SCHEMA = {"type": "object", "properties": {"minutes_late": {"type": "integer"},
@@ -116,27 +115,13 @@ def test_concurrent_retries_create_exactly_one_case():
     late_queue()
     user = UserFactory(username="ops2", roles=["ops"])
     threads_n = 8
-    barrier = threading.Barrier(threads_n)
-    results, errors = [], []
 
     def send():
-        try:
-            barrier.wait(5)
-            result = services.signal_ingest(signal_type="late_delivery", delivery_ref="d-race",
-                                            payload={"minutes_late": 60}, actor=user)
-            results.append((result.created, result.outcome.case_id))
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        result = services.signal_ingest(signal_type="late_delivery", delivery_ref="d-race",
+                                        payload={"minutes_late": 60}, actor=user)
+        return result.created, result.outcome.case_id
 
-    threads = [threading.Thread(target=send) for _ in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert errors == []
-    assert len(results) == threads_n
+    results = run_at_once(send, threads_n)
     assert sum(created for created, _ in results) == 1
     assert len({case_id for _, case_id in results}) == 1
     assert Case.objects.filter(delivery_ref="d-race").count() == 1
@@ -198,27 +183,14 @@ def test_concurrent_retries_through_the_api_get_one_201_and_the_same_case():
     sender = UserFactory(username="signal-sender")
     sender.user_permissions.add(Permission.objects.get(codename="ingest_signal"))
     threads_n = 10
-    barrier = threading.Barrier(threads_n)
-    responses, errors = [], []
 
     def post():
-        try:
-            client = APIClient()
-            client.force_authenticate(sender)
-            barrier.wait(5)
-            response = client.post(URL, signal("d-api-race", minutes=90), format="json")
-            responses.append((response.status_code, response.json()))
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        client = APIClient()
+        client.force_authenticate(sender)
+        response = client.post(URL, signal("d-api-race", minutes=90), format="json")
+        return response.status_code, response.json()
 
-    threads = [threading.Thread(target=post) for _ in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert errors == [] and len(responses) == threads_n
+    responses = run_at_once(post, threads_n)
     assert sorted(code for code, _ in responses) == [200] * (threads_n - 1) + [201]
     assert len({body["case_id"] for _, body in responses}) == 1
     assert [body["created"] for code, body in responses if code == 201] == [True]

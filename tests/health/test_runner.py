@@ -20,6 +20,7 @@ from apps.health.services import health_checks_run_due, health_spec_apply, healt
 from apps.health.streams import STREAMS
 from tests.factories.health import HealthSpecFactory, check_doc
 from tests.health.targets import http_server
+from tests.utils.concurrency import run_at_once
 
 
 @register
@@ -275,20 +276,7 @@ def test_an_edit_or_delete_waits_for_a_runner_writing_results_and_leaves_no_stal
 def test_two_runners_at_once_run_each_check_exactly_once():
     with http_server() as (server, url):
         spec = HealthSpecFactory(checks=[http_check(f"c{i}", f"{url}/sleep/400") for i in range(6)])
-        reports, barrier = [], threading.Barrier(2)
-
-        def runner():
-            barrier.wait()
-            try:
-                reports.append(health_spec_run(spec_id=spec.id))
-            finally:
-                connections.close_all()
-
-        threads = [threading.Thread(target=runner) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        reports = run_at_once(lambda: health_spec_run(spec_id=spec.id), 2)
         hits = len(server.hits)
     assert sum(r.ran for r in reports) == 6
     assert sum(r.leased_elsewhere for r in reports) == 6
