@@ -40,6 +40,7 @@ def run(stores_n: int, items_n: int, naive_n: int) -> dict:
 
     from apps.inventory import pipeline, services
     from apps.inventory.models import CatalogItem, IngestionRun, InventoryItem, PriceGuardrail, Store, Unit
+    from apps.inventory.services import engine
     from apps.merchants.models import Merchant
 
     rng = random.Random(7)
@@ -92,16 +93,12 @@ def run(stores_n: int, items_n: int, naive_n: int) -> dict:
     # Tables hold statistics in production (autovacuum); give the fresh catalog its own.
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-        cursor.execute(
-            "CREATE TEMP TABLE bench_stage (sku text, price_cents int, is_available bool, "
-            "display_status text, status_reason text, held_price_cents int, oos_score float8, "
-            "attributes jsonb, fingerprint bigint) ON COMMIT DELETE ROWS"
-        )
+        engine.stage_table_create(cursor)  # the runs' own staging table, loaded here without them
     raw_sql = """
         INSERT INTO inventory_inventoryitem AS t (store_id, sku, price_cents, is_available, display_status,
             status_reason, held_price_cents, oos_score, attributes, fingerprint, updated_run_id, updated_at)
         SELECT %s, sku, price_cents, is_available, display_status, status_reason, held_price_cents, oos_score,
-            attributes, fingerprint, 0, now() FROM bench_stage
+            attributes, fingerprint, 0, now() FROM inventory_stage
         ON CONFLICT (store_id, sku) DO UPDATE SET price_cents = EXCLUDED.price_cents,
             is_available = EXCLUDED.is_available, display_status = EXCLUDED.display_status,
             status_reason = EXCLUDED.status_reason, held_price_cents = EXCLUDED.held_price_cents,
@@ -115,9 +112,9 @@ def run(stores_n: int, items_n: int, naive_n: int) -> dict:
         t0 = time.perf_counter()
         for start in range(0, len(rows), 1000):
             with transaction.atomic(), connection.cursor() as cursor:
-                with cursor.copy("COPY bench_stage FROM STDIN") as copy:
+                with cursor.copy(engine.COPY_SQL) as copy:
                     for row in rows[start : start + 1000]:
-                        copy.write_row(row)
+                        copy.write_row((*row, None))  # no rejection reason
                 cursor.execute(raw_sql, [store.pk])
         return time.perf_counter() - t0
 

@@ -108,10 +108,7 @@ class StoreAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
             try:
-                services.csv_upload_check_size(size=upload.size)
-                run = services.feed_submit_csv(
-                    store=store, name=upload.name, content_type=upload.content_type, body=upload.read()
-                )
+                run = services.feed_submit_csv_upload(store=store, upload=upload)
             except ApplicationError as exc:
                 for field, errors in exc.errors.items():
                     for error in errors:

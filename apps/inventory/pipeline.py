@@ -5,6 +5,8 @@ items from unit price x average weight, then the store markup), apply the price 
 and predict availability (vectorised over the batch). The output is the rows to write (only
 those whose fingerprint changed) plus per-batch counts. The hot loop avoids per-item copies,
 Decimal, datetime parsing and schema validation: about 4 µs per item on this machine kind.
+What an item shows and why (display_status, status_reason) is decided here for the held-price
+review too (held_release).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ QUANTITY_MAX = 2**31 - 1
 AISLE_MAX = 32
 
 SHOWN, HELD, UNAVAILABLE, PREDICTED_OOS = "shown", "held", "unavailable", "predicted_oos"
+REJECTED = "rejected"  # only by review: a rejected held price with no published one to fall back on
 _TRUE = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "f"})
 
@@ -91,6 +94,59 @@ class BatchResult:
     @property
     def rejected(self) -> int:
         return sum(self.rejected_by_reason.values())
+
+
+def hours_since_in_stock(available: bool, last_in_stock_epoch: float | None, now_epoch: float) -> float:
+    """The "hours since last seen in stock" feature: 0 while available, capped at MAX_HOURS.
+
+    Prediction (per feed item) and training (snapshotted with each shopper signal) read it alike.
+    """
+    if available:
+        return 0.0
+    if last_in_stock_epoch is None:
+        return MAX_HOURS
+    return min(MAX_HOURS, max(0.0, (now_epoch - last_in_stock_epoch) / 3600))
+
+
+def display_status(held: str | None, available: bool, score: float | None) -> tuple[str, str]:
+    """An item's display status and the detail of why: held by a guardrail (`held` says why),
+    unavailable, predicted out of stock, or shown. Feeds and the held-price review decide here."""
+    if held is not None:
+        return HELD, held
+    if not available:
+        return UNAVAILABLE, "merchant reports unavailable"
+    if score is not None and score >= OOS_THRESHOLD:
+        return PREDICTED_OOS, f"predicted out of stock (score {score:.2f})"
+    return SHOWN, ""
+
+
+def status_reason(status: str, detail: str, run_id: int | None) -> str:
+    """The "why is it not shown" text stored with an item ("" when shown)."""
+    if status == SHOWN:
+        return ""
+    if status == HELD:
+        return f"not shown: held by price guardrail at run {run_id}: {detail}"
+    return f"not shown: {detail}"
+
+
+def held_release(
+    *,
+    approve: bool,
+    price_cents: int | None,
+    held_price_cents: int,
+    available: bool,
+    score: float | None,
+    user: str,
+) -> tuple[int | None, str, str]:
+    """A decided held price: (published price, display status, reason) of the item.
+
+    Approval publishes the held price; rejection keeps the published one, and hides an item that
+    never had one. Either way the item is then shown or not as a feed would decide it.
+    """
+    if not approve and price_cents is None:
+        return None, REJECTED, f"not shown: held price rejected by {user} (no published price)"
+    status, detail = display_status(None, available, score)
+    return (held_price_cents if approve else price_cents), status, status_reason(status, detail, None)
 
 
 def fingerprint(published, available, status, detail, held_cents, score, attrs) -> int:
@@ -181,7 +237,7 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
     rejected = out.rejected_by_reason
     catalog, guardrails, seen = ctx.catalog, ctx.guardrails, ctx.seen
     markup = (10_000 + ctx.markup_bps) / 10_000
-    default_ratio, now_epoch = ctx.default_ratio, ctx.now_epoch
+    default_ratio, now_epoch, hours_since = ctx.default_ratio, ctx.now_epoch, hours_since_in_stock
     pending = []
     features = []
 
@@ -268,12 +324,8 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
         elif prior and (cents > prior * ratio or cents * ratio < prior):
             held = f"price change {prior / 100:.2f} -> {cents / 100:.2f} beyond {ratio:g}x"
         # --- prediction features
-        if available:
-            hours = 0.0
-        elif last_in_stock is None:
-            hours = MAX_HOURS
-        else:
-            hours = min(MAX_HOURS, max(0.0, (now_epoch - last_in_stock) / 3600))
+        # An available item's hours are 0 (hours_since_in_stock's first case): no call for most items.
+        hours = 0.0 if available else hours_since(False, last_in_stock, now_epoch)
         features.append((1.0 if available else 0.0, hours, signals_found, signals_not_found))
         pending.append((sku, cents, available, held, attrs, prior, prior_fp))
     out.received = received
@@ -282,24 +334,16 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
     scores = np.round(ctx.predictor(np.asarray(features, dtype=np.float64)), 2).tolist() if pending else []
     run_id = ctx.run_id
     held_n = oos_n = unchanged = written = 0
-    digest, from_bytes = blake2b, int.from_bytes
+    digest, from_bytes, decide, reason_of = blake2b, int.from_bytes, display_status, status_reason
     for (sku, cents, available, held, attrs, prior, prior_fp), score in zip(pending, scores, strict=True):
         if score >= OOS_THRESHOLD:
             oos_n += 1
+        status, detail = decide(held, available, score)
         if held is not None:
             held_n += 1
-            status, detail, published, held_cents = HELD, held, prior, cents
-        elif not available:
-            status, detail, published, held_cents = UNAVAILABLE, "merchant reports unavailable", cents, None
-        elif score >= OOS_THRESHOLD:
-            status, detail, published, held_cents = (
-                PREDICTED_OOS,
-                f"predicted out of stock (score {score:.2f})",
-                cents,
-                None,
-            )
+            published, held_cents = prior, cents  # the published price stays until review
         else:
-            status, detail, published, held_cents = SHOWN, "", cents, None
+            published, held_cents = cents, None
         # The digest (see fingerprint()) leaves out the run number, so re-feeding a held item
         # does not rewrite it. Inlined: this line runs for every item of every feed.
         text = f"{published}|{available}|{status}|{detail}|{held_cents}|{score}|{attrs}"
@@ -307,12 +351,7 @@ def process_batch(items: Iterable, ctx: StoreContext) -> BatchResult:
         if fp == prior_fp:
             unchanged += 1
             continue
-        if status == SHOWN:
-            reason = ""
-        elif status == HELD:
-            reason = f"not shown: held by price guardrail at run {run_id}: {detail}"
-        else:
-            reason = f"not shown: {detail}"
+        reason = reason_of(status, detail, run_id)
         rows.append((sku, published, available, status, reason, held_cents, score, attrs, fp, None))
         written += 1
     out.held, out.predicted_oos, out.unchanged, out.valid_written = held_n, oos_n, unchanged, written

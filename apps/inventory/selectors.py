@@ -19,19 +19,20 @@ def stores_for_user(user) -> QuerySet[Store]:
     return Store.objects.none()
 
 
-def store_get(*, store_id: int) -> Store:
-    store = Store.objects.filter(pk=store_id).first()
+def _store_or_not_found(stores: QuerySet[Store], store_id: int) -> Store:
+    store = stores.filter(pk=store_id).first()
     if store is None:
         raise NotFound("No such store.")
     return store
+
+
+def store_get(*, store_id: int) -> Store:
+    return _store_or_not_found(Store.objects.all(), store_id)
 
 
 def store_for_user(*, user, store_id: int) -> Store:
     # Another merchant's store answers 404, never 403: its existence is not disclosed.
-    store = stores_for_user(user).filter(pk=store_id).first()
-    if store is None:
-        raise NotFound("No such store.")
-    return store
+    return _store_or_not_found(stores_for_user(user), store_id)
 
 
 def store_items(*, store: Store, display_status: str | None = None) -> QuerySet[InventoryItem]:

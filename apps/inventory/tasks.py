@@ -6,6 +6,7 @@ from apps.core.errors import ApplicationError
 from apps.inventory import conf, services
 
 
+# Services schedule this task by its name (services/scheduling.py), never by importing it.
 @shared_task(bind=True, acks_late=True, max_retries=None, soft_time_limit=3600, time_limit=3660)
 def ingestion_run_process(self, run_id: int) -> str:
     """Process (or resume) one run; on failure with attempts left, retry with backoff."""

@@ -8,8 +8,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from apps.inventory import selectors, services
+from apps.inventory import selectors
 from apps.inventory.models import IngestionRun, ItemRejection, RunStatus, ShopperSignal
+from apps.inventory.services import engine
 from tests.factories.inventory import StoreFactory
 
 pytestmark = pytest.mark.django_db
@@ -79,12 +80,12 @@ def test_each_query_plans_onto_its_index():
         assert index in plan(queryset), (index, plan(queryset))
 
     # The claim: "no older unfinished run of this store" reads the partial index, not history.
-    claim = plan(services._CLAIM_SQL, {"token": None, "run": 1, "stale": cutoff})
+    claim = plan(engine.CLAIM_SQL, {"token": None, "run": 1, "stale": cutoff})
     assert "inventory_run_unfinished" in claim, claim
 
     # The run's context fetch (catalog + prior item state + the signal window) in one statement.
     context = plan(
-        services._CONTEXT_SQL.replace("%(skus)b", "%(skus)s"),
+        engine.CONTEXT_SQL.replace("%(skus)b", "%(skus)s"),
         {"store": store.pk, "merchant": store.merchant_id, "skus": ["A", "B"], "since": cutoff},
     )
     assert "inventory_signal_store_recent" in context, context

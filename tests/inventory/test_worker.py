@@ -99,9 +99,9 @@ def test_worker_killed_mid_run_resumes_with_no_duplicate_or_lost_items(monkeypat
     assert InventoryItem.objects.filter(store=store).count() == run.created
     assert run.items_done == killed_at * 40
 
-    # The beat job notices the silent heartbeat and re-queues; a new worker resumes.
-    time.sleep(2.5)
-    assert services.ingestion_runs_requeue_stale(stale_after_s=2) == [run.pk]
+    # The beat job notices the silent heartbeat (once 2 s old) and re-queues; a new worker resumes.
+    requeued = wait_for(lambda: services.ingestion_runs_requeue_stale(stale_after_s=2), what="a stale run")
+    assert requeued == [run.pk]
     monkeypatch.setenv("INVENTORY_THROTTLE_S", "0")
     with celery_worker(queues=["ingestion"], concurrency=1):
         wait_for(

@@ -77,11 +77,7 @@ class FeedCsvCreateView(APIView):
             raise ApplicationError(
                 "No file.", errors={"file": ["Upload the CSV as the multipart field 'file'."]}
             )
-        services.csv_upload_check_size(size=upload.size)  # before reading it into memory
-        run = services.feed_submit_csv(
-            store=store, name=upload.name, content_type=upload.content_type, body=upload.read()
-        )
-        return _accepted(run)
+        return _accepted(services.feed_submit_csv_upload(store=store, upload=upload))
 
 
 class StoreItemListView(generics.ListAPIView):

@@ -1,0 +1,44 @@
+"""Retention: raw feed payloads, the rejection log and shopper signals are deleted past their
+time-to-live, in batches, by a beat job."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from apps.inventory import conf
+from apps.inventory.models import IngestionRun, ItemRejection, RunStatus, ShopperSignal
+
+
+def _delete_in_batches(queryset, batch_size: int) -> int:
+    deleted = 0
+    while ids := list(queryset.values_list("id", flat=True)[:batch_size]):
+        queryset.model.objects.filter(id__in=ids).delete()
+        deleted += len(ids)
+    return deleted
+
+
+def inventory_purge_expired(*, batch_size: int = 1000) -> dict[str, int]:
+    """Beat job: enforce the TTLs of raw payload files, the rejection log and shopper signals."""
+    now = timezone.now()
+    payloads = 0
+    expired = (
+        IngestionRun.objects.filter(payload_expires_at__lt=now)
+        .exclude(payload_path="")
+        .exclude(status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+    )
+    while batch := list(expired.values_list("id", "payload_path")[:batch_size]):
+        for _run_id, path in batch:
+            default_storage.delete(path)
+        IngestionRun.objects.filter(id__in=[run_id for run_id, _ in batch]).update(payload_path="")
+        payloads += len(batch)
+    rejections = _delete_in_batches(
+        ItemRejection.objects.filter(created_at__lt=now - timedelta(days=conf.rejection_ttl_days())),
+        batch_size,
+    )
+    signals = _delete_in_batches(
+        ShopperSignal.objects.filter(created_at__lt=now - timedelta(days=conf.signal_ttl_days())), batch_size
+    )
+    return {"payloads": payloads, "rejections": rejections, "signals": signals}
