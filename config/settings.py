@@ -224,5 +224,28 @@ LOGGING = {
     },
 }
 
+# The address this stack is reached at (the demo health spec checks its /healthz there).
+CASEHUB_BASE_URL = env("CASEHUB_BASE_URL", default="http://127.0.0.1:8000")
+
 # Health: readiness waits this long for a Celery worker to answer a ping.
 READYZ_WORKER_TIMEOUT = env.float("READYZ_WORKER_TIMEOUT", default=1.0)
+# Bearer tokens; blank leaves /metrics open and the gate to signed-in users with the permission.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+HEALTH_GATE_TOKEN = env("HEALTH_GATE_TOKEN", default="")
+HEALTH_MAX_THREADS = env.int("HEALTH_MAX_THREADS", default=256)  # checks run at once by one runner
+HEALTH_DUE_BATCH = env.int("HEALTH_DUE_BATCH", default=1024)  # due checks picked per beat tick
+HEALTH_STREAM_IDLE_S = env.int("HEALTH_STREAM_IDLE_S", default=3600)  # an unused log stream is closed
+# Optional allowlist of folders log_grep checks may read; empty: any absolute path.
+HEALTH_LOG_ROOTS = env.list("HEALTH_LOG_ROOTS", default=[])
+
+# Inventory ingestion ----------------------------------------------------------------------
+INVENTORY_BATCH_SIZE = env.int("INVENTORY_BATCH_SIZE", default=1000)
+# A pause after each batch; only tests that must catch a run mid-way (kill/resume) set it.
+INVENTORY_THROTTLE_S = env.float("INVENTORY_THROTTLE_S", default=0.0)
+INVENTORY_STALE_AFTER_S = env.int("INVENTORY_STALE_AFTER_S", default=120)
+INVENTORY_MAX_ATTEMPTS = env.int("INVENTORY_MAX_ATTEMPTS", default=3)
+INVENTORY_PAYLOAD_TTL_DAYS = env.int("INVENTORY_PAYLOAD_TTL_DAYS", default=7)
+INVENTORY_REJECTION_TTL_DAYS = env.int("INVENTORY_REJECTION_TTL_DAYS", default=14)
+INVENTORY_SIGNAL_TTL_DAYS = env.int("INVENTORY_SIGNAL_TTL_DAYS", default=90)
+INVENTORY_CSV_MAX_BYTES = env.int("INVENTORY_CSV_MAX_BYTES", default=20 * 1024 * 1024)
+INVENTORY_SIGNAL_WINDOW_DAYS = env.int("INVENTORY_SIGNAL_WINDOW_DAYS", default=14)

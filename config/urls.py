@@ -18,7 +18,6 @@ urlpatterns = [
     path("api/v1/", include("apps.cases.api.urls")),
     path("api/v1/inventory/", include("apps.inventory.api.urls")),
     path("api/v1/health/", include("apps.health.api.urls")),
-    path("api/v1/hub/", include("apps.merchants.api.urls")),
     path("", include("apps.health.urls")),
 ]
 

@@ -35,10 +35,11 @@ class HealthSpecForm(forms.ModelForm):
         name = cleaned.get("name") or (self.instance.name if self.instance.pk else "")
         if "source" not in cleaned or not name:
             return cleaned
-        folder = self.instance.managed_by if self.instance.pk else ""
-        if folder and cleaned["source"].strip() != self.instance.source.strip():  # the form strips text
-            # The next `apply_health_specs` would overwrite the edit: the file is the source of truth.
-            self.add_error("source", f"This spec is managed by the files in {folder}; change it there.")
+        try:
+            services.health_spec_ensure_editable(spec=self.instance if self.instance.pk else None,
+                                                 document=cleaned["source"])
+        except ApplicationError as exc:
+            self.add_error("source", exc.message)
             return cleaned
         try:
             services.health_spec_validate(name=name, document=cleaned["source"])
@@ -99,8 +100,15 @@ class HealthSpecAdmin(admin.ModelAdmin):
                            "<th>last run</th></tr>{}</table>", rows)
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        # A folder-synced spec would come back with the next sync: remove its file instead.
-        return super().has_delete_permission(request, obj) and not (obj and obj.managed_by)
+        allowed = super().has_delete_permission(request, obj)
+        if not allowed or obj is None:
+            return allowed
+        # Asked per spec by the delete view and by bulk delete (which then deletes none of them).
+        try:
+            services.health_spec_ensure_editable(spec=obj, document=None)
+        except ApplicationError:
+            return False
+        return True
 
     def delete_model(self, request, obj):
         services.health_spec_delete(spec=obj)

@@ -6,7 +6,6 @@ start, and `make run` seeds on every start, so re-applying the spec keeps that p
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -17,7 +16,7 @@ from apps.health.services import health_spec_apply
 
 
 def platform_document() -> dict:
-    base_url = os.environ.get("CASEHUB_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+    base_url = settings.CASEHUB_BASE_URL.rstrip("/")
     redis = urlsplit(settings.REDIS_URL)
     return {
         "description": "The Casehub platform itself.",

@@ -1,5 +1,6 @@
-"""Write use cases of the health app: apply/delete specs (admission validation lives here) and
-run checks (leases, a thread pool with per-check timeouts, results written in bulk).
+"""Write use cases of the health app: apply/delete specs (admission validation and the rule of who
+may change a folder-synced spec live here) and run checks (leases, a thread pool with per-check
+timeouts, results written in bulk).
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ SPEC_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 LEASE_RUN_MARGIN_MS = 5_000
 # Confirming a lease extends it by this much: time to write the results.
 LEASE_WRITE_MS = 15_000
-MAX_THREADS = getattr(settings, "HEALTH_MAX_THREADS", 256)
-DUE_BATCH = getattr(settings, "HEALTH_DUE_BATCH", 1024)
-STREAM_IDLE_S = getattr(settings, "HEALTH_STREAM_IDLE_S", 3600)
 
 
 # Specs -----------------------------------------------------------------------------------------
@@ -58,6 +56,26 @@ def health_spec_validate(*, name: str, document: str | dict) -> tuple[dict, str,
     return normalised, source, fmt
 
 
+def health_spec_ensure_editable(*, spec: HealthSpec | None, document: str | dict | None,
+                                managed_by: str | None = None) -> None:
+    """Conflict when `document` may not replace `spec`'s (None: when `spec` may not be deleted).
+
+    A spec synced from a folder belongs to its files: only that folder's sync (`managed_by`) may
+    change its document or delete it, or the next sync would silently undo the change. Pausing or
+    resuming it with the document unchanged is fine from admin or the API (`managed_by` None): the
+    sync leaves `enabled` alone.
+    """
+    folder = spec.managed_by if spec is not None else ""
+    if not folder or managed_by == folder:
+        return
+    if document is not None and managed_by is None:
+        data, _, _, errors = document_parse(document)
+        normalised, errors = (None, errors) if errors else document_validate(data)
+        if not errors and normalised == spec.document:
+            return
+    raise Conflict(f"Spec {spec.name!r} is managed by the files in {folder}; change it there.")
+
+
 def _definition(check: dict) -> tuple:
     return check["type"], check["params"]
 
@@ -67,13 +85,18 @@ def health_spec_apply(*, name: str, document: str | dict, enabled: bool | None =
                       managed_by: str | None = None) -> tuple[HealthSpec, str]:
     """Validate and store a spec, and sync its checks. Returns (spec, "created"|"updated"|"unchanged").
 
-    Checks removed from the document are deleted with their results; a check whose type or
-    parameters changed starts over (state and results cleared, runs at once); a new check
-    runs at once. Nothing is written when the document is invalid.
+    `managed_by` is the folder whose sync applies the spec (None: admin, API, code). Checks
+    removed from the document are deleted with their results; a check whose type or parameters
+    changed starts over (state and results cleared, runs at once); a new check runs at once.
+    Nothing is written when the document is invalid or the spec belongs to another folder.
     """
-    normalised, source, fmt = health_spec_validate(name=name, document=document)
-    now = timezone.now()
     spec = HealthSpec.objects.select_for_update().filter(name=name).first()
+    health_spec_ensure_editable(spec=spec, document=document, managed_by=managed_by)
+    normalised, source, fmt = health_spec_validate(name=name, document=document)
+    if spec is not None and spec.managed_by and managed_by != spec.managed_by:
+        # Only `enabled` changes (see health_spec_ensure_editable): the file stays the source text.
+        source, fmt = spec.source, spec.source_format
+    now = timezone.now()
     action = "created" if spec is None else "updated"
     if spec is None:
         spec = HealthSpec(name=name)
@@ -136,7 +159,9 @@ def health_spec_apply(*, name: str, document: str | dict, enabled: bool | None =
 
 
 @transaction.atomic
-def health_spec_delete(*, spec: HealthSpec) -> None:
+def health_spec_delete(*, spec: HealthSpec, managed_by: str | None = None) -> None:
+    """Delete a spec with its checks and results; `managed_by` as in health_spec_apply."""
+    health_spec_ensure_editable(spec=spec, document=None, managed_by=managed_by)
     # Locked like in health_spec_apply: no runner can add a result between the cascade's steps.
     check_ids = list(spec.checks.select_for_update().order_by("id").values_list("id", flat=True))
     spec.delete()  # checks and results go by cascade
@@ -201,7 +226,7 @@ def health_specs_sync_dir(*, directory: str | Path) -> list[FileReport]:
             continue
         reports.append(FileReport(str(path), name, action))
     for spec in HealthSpec.objects.filter(managed_by=str(folder)).exclude(name__in=seen):
-        health_spec_delete(spec=spec)
+        health_spec_delete(spec=spec, managed_by=str(folder))
         reports.append(FileReport(str(folder / spec.name), spec.name, "deleted"))
     return reports
 
@@ -218,12 +243,14 @@ class RunReport:
 
 
 @dataclass
-class _Execution:
+class CheckExecution:
+    """What one run of a check produced, before it is written."""
+
     outcome: CheckOutcome
     duration_ms: float
 
 
-def _run_one(check: HealthCheck, token: str) -> _Execution:
+def _run_one(check: HealthCheck, token: str) -> CheckExecution:
     started = time.perf_counter()
     ctx = CheckContext(check_id=check.id, name=check.name, params=check.params, timeout_s=check.timeout_s,
                        grace_period_s=check.grace_period_s, state=check.state or {}, lease_token=token)
@@ -238,19 +265,19 @@ def _run_one(check: HealthCheck, token: str) -> _Execution:
     finally:
         # This thread's own DB connections (a resource or database check); the pool thread may die.
         connections.close_all()
-    return _Execution(outcome, (time.perf_counter() - started) * 1000)
+    return CheckExecution(outcome, (time.perf_counter() - started) * 1000)
 
 
 def _execute(checks: list[HealthCheck],
-             tokens: dict[int, str]) -> tuple[dict[int, _Execution], dict[int, Future]]:
+             tokens: dict[int, str]) -> tuple[dict[int, CheckExecution], dict[int, Future]]:
     """Run checks concurrently; a check still running at its timeout is recorded as a timeout and
     not waited for (its thread finishes on its own). Returns the executions and the futures."""
     if not checks:
         return {}, {}
-    pool = ThreadPoolExecutor(max_workers=min(len(checks), MAX_THREADS), thread_name_prefix="health-check")
+    pool = ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="health-check")
     started = time.monotonic()
     futures = {c.id: pool.submit(_run_one, c, tokens[c.id]) for c in checks}
-    results: dict[int, _Execution] = {}
+    results: dict[int, CheckExecution] = {}
     try:
         for check in sorted(checks, key=lambda c: c.timeout_s):
             remaining = started + check.timeout_s - time.monotonic()
@@ -258,7 +285,7 @@ def _execute(checks: list[HealthCheck],
                 results[check.id] = futures[check.id].result(timeout=max(0.0, remaining))
             except FutureTimeout:
                 futures[check.id].cancel()
-                results[check.id] = _Execution(
+                results[check.id] = CheckExecution(
                     CheckOutcome(CheckStatus.TIMEOUT.value, f"did not finish within {check.timeout_s:g}s"),
                     check.timeout_s * 1000)
     finally:
@@ -267,12 +294,13 @@ def _execute(checks: list[HealthCheck],
 
 
 def _checks_run(checks: list[HealthCheck], *, now: datetime) -> RunReport:
-    """Run checks in chunks of MAX_THREADS (each chunk fully concurrent, so no check waits in a queue
-    while its timeout runs), and merge the reports."""
+    """Run checks in chunks of settings.HEALTH_MAX_THREADS (each chunk fully concurrent, so no check
+    waits in a queue while its timeout runs), and merge the reports."""
     report = RunReport()
     t0 = time.perf_counter()
-    for i in range(0, len(checks), MAX_THREADS):
-        part = _chunk_run(checks[i:i + MAX_THREADS], now=now)
+    size = settings.HEALTH_MAX_THREADS
+    for i in range(0, len(checks), size):
+        part = _chunk_run(checks[i:i + size], now=now)
         report.ran += part.ran
         report.leased_elsewhere += part.leased_elsewhere
         report.discarded += part.discarded
@@ -299,7 +327,7 @@ def _chunk_run(checks: list[HealthCheck], *, now: datetime) -> RunReport:
     report.discarded += len(lost)
     kept = [c for c in runnable if held.get(c.id)]
     try:
-        report.results = _results_write(kept, executions, now=now)
+        report.results = health_check_results_write(checks=kept, executions=executions, now=now)
     finally:
         leases.leases_release({cid: tokens[cid] for cid in tokens if held.get(cid) and cid not in timed_out})
         # A timed-out check may still be running in its thread: its lease is freed when that thread
@@ -342,10 +370,11 @@ WHERE c.id = v.id
 
 
 @transaction.atomic
-def _results_write(checks: list[HealthCheck], executions: dict[int, _Execution], *,
-                   now: datetime) -> list[CheckResult]:
-    """Insert the results, prune to the last RESULTS_KEPT per check and update the checks, in one
-    transaction. Checks deleted or redefined while they ran are skipped (their result is stale)."""
+def health_check_results_write(*, checks: list[HealthCheck], executions: dict[int, CheckExecution],
+                               now: datetime) -> list[CheckResult]:
+    """The runner's write step: insert the results, prune to the last RESULTS_KEPT per check and
+    update the checks, in one transaction, with the checks' rows locked in id order (as edits lock
+    them). Checks deleted or redefined while they ran are skipped (their result is stale)."""
     if not checks:
         return []
     current = {
@@ -391,10 +420,10 @@ def health_checks_run_due(*, now: datetime | None = None) -> RunReport:
     # Streams of checks deleted or paused by another process are closed here, in this one.
     STREAMS.close_except(
         HealthCheck.objects.filter(spec__enabled=True, type="log_grep").values_list("id", flat=True),
-        idle_s=STREAM_IDLE_S,
+        idle_s=settings.HEALTH_STREAM_IDLE_S,
     )
     due = list(HealthCheck.objects.filter(spec__enabled=True, next_run_at__lte=now)
-               .order_by("next_run_at")[:DUE_BATCH])
+               .order_by("next_run_at")[:settings.HEALTH_DUE_BATCH])
     return _checks_run(due, now=now)
 
 

@@ -1,9 +1,8 @@
-"""/metrics: Prometheus text of every app, optionally behind a bearer token (METRICS_TOKEN)."""
+"""/metrics: Prometheus text of every app, optionally behind a bearer token (settings.METRICS_TOKEN)."""
 
 from __future__ import annotations
 
 import hmac
-import os
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -20,16 +19,11 @@ def bearer_token_matches(request, expected: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
 
 
-def configured_token(name: str) -> str:
-    """A token from the environment (read per request, so it can rotate) or settings; blank: not set."""
-    return os.environ.get(name) or getattr(settings, name, "") or ""
-
-
 @never_cache
 @require_GET
 def metrics(request):
     # Open by default like most Prometheus endpoints (internal network); METRICS_TOKEN locks it down.
-    token = configured_token("METRICS_TOKEN")
+    token = settings.METRICS_TOKEN
     if token and not bearer_token_matches(request, token):
         response = HttpResponse("Unauthorized: send Authorization: Bearer <METRICS_TOKEN>\n", status=401,
                                 content_type="text/plain")

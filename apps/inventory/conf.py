@@ -1,54 +1,45 @@
-"""Inventory settings with safe defaults: read from Django settings, else the environment."""
+"""Inventory settings (defined in config/settings.py), read at call time so tests can override them."""
 
 from __future__ import annotations
-
-import os
 
 from django.conf import settings
 
 
-def _get(name: str, default, cast=int):
-    if hasattr(settings, name):
-        return getattr(settings, name)
-    raw = os.environ.get(name)
-    return cast(raw) if raw not in (None, "") else default
-
-
 def batch_size() -> int:
     """Items per committed batch (one COPY + one upsert statement)."""
-    return _get("INVENTORY_BATCH_SIZE", 1000)
+    return settings.INVENTORY_BATCH_SIZE
 
 
 def throttle_s() -> float:
     """Sleep after each batch; only for tests that need a slow run (kill/resume)."""
-    return _get("INVENTORY_THROTTLE_S", 0.0, float)
+    return settings.INVENTORY_THROTTLE_S
 
 
 def stale_after_s() -> int:
     """A queued/running run whose heartbeat is older than this is re-queued."""
-    return _get("INVENTORY_STALE_AFTER_S", 120)
+    return settings.INVENTORY_STALE_AFTER_S
 
 
 def max_attempts() -> int:
-    return _get("INVENTORY_MAX_ATTEMPTS", 3)
+    return settings.INVENTORY_MAX_ATTEMPTS
 
 
 def payload_ttl_days() -> int:
-    return _get("INVENTORY_PAYLOAD_TTL_DAYS", 7)
+    return settings.INVENTORY_PAYLOAD_TTL_DAYS
 
 
 def rejection_ttl_days() -> int:
-    return _get("INVENTORY_REJECTION_TTL_DAYS", 14)
+    return settings.INVENTORY_REJECTION_TTL_DAYS
 
 
 def signal_ttl_days() -> int:
-    return _get("INVENTORY_SIGNAL_TTL_DAYS", 90)
+    return settings.INVENTORY_SIGNAL_TTL_DAYS
 
 
 def csv_max_bytes() -> int:
-    return _get("INVENTORY_CSV_MAX_BYTES", 20 * 1024 * 1024)
+    return settings.INVENTORY_CSV_MAX_BYTES
 
 
 def signal_window_days() -> int:
     """Shopper signals this recent count as features of the prediction."""
-    return _get("INVENTORY_SIGNAL_WINDOW_DAYS", 14)
+    return settings.INVENTORY_SIGNAL_WINDOW_DAYS

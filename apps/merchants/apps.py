@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class MerchantsConfig(AppConfig):
     name = "apps.merchants"
     label = "merchants"
+
+    def ready(self) -> None:
+        from apps.core.demo import register_seeder
+        from apps.merchants import demo
+
+        register_seeder(self.label, demo.seed)

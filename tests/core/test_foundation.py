@@ -50,6 +50,57 @@ def test_seed_demo_twice_leaves_the_same_counts():
     assert counts() == first
 
 
+def test_each_app_registers_its_own_metrics_collector_and_demo_seeder():
+    from apps.assignment import demo as assignment_demo
+    from apps.cases import demo as cases_demo
+    from apps.cases import metrics as cases_metrics
+    from apps.core import demo, metrics
+    from apps.health import demo as health_demo
+    from apps.health import metrics as health_metrics
+    from apps.inventory import demo as inventory_demo
+    from apps.inventory import metrics as inventory_metrics
+    from apps.merchants import demo as merchants_demo
+
+    assert metrics.collectors() == (cases_metrics.collect, inventory_metrics.collect, health_metrics.collect)
+    # Each seeder runs after those whose data it relies on.
+    assert [(s.app_label, s.seed) for s in demo.seeders()] == [
+        ("core", demo.seed), ("assignment", assignment_demo.seed), ("merchants", merchants_demo.seed),
+        ("cases", cases_demo.seed), ("inventory", inventory_demo.seed), ("health", health_demo.seed),
+    ]
+
+
+def test_seeders_run_after_those_they_rely_on_and_a_missing_or_circular_one_is_refused(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from apps.core import demo
+
+    def seed(*, progress):
+        return {}
+
+    monkeypatch.setattr(demo, "_seeders", {})
+    demo.register_seeder("c", seed, after=("b", "a"))
+    demo.register_seeder("b", seed, after=("a",))
+    demo.register_seeder("a", seed)
+    demo.register_seeder("d", seed)
+    assert [s.app_label for s in demo.seeders()] == ["a", "b", "c", "d"]
+    demo.register_seeder("e", seed, after=("nowhere",))
+    with pytest.raises(ImproperlyConfigured, match="nowhere"):
+        demo.seeders()
+    demo.register_seeder("e", seed, after=("f",))
+    demo.register_seeder("f", seed, after=("e",))
+    with pytest.raises(ImproperlyConfigured, match="cycle: e, f"):
+        demo.seeders()
+
+
+def test_every_mounted_url_module_serves_something():
+    from django.urls import get_resolver
+
+    included = [p for p in get_resolver().url_patterns if hasattr(p, "url_patterns")]
+    assert included
+    for pattern in included:
+        assert pattern.url_patterns, f"{pattern.pattern} mounts no route"
+
+
 def test_healthz_does_no_io(client):
     # No django_db mark: any database access in the view would raise here.
     response = client.get("/healthz")

@@ -13,9 +13,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+# How long a /together request waits at most for its peers: failing a test beats hanging it.
+WAIT_LIMIT_S = 30
+
 
 class _Handler(BaseHTTPRequestHandler):
-    """/status/<code>, /sleep/<ms>, /json (the server's `json_body`), anything else: 200 "hello ok".
+    """/status/<code>, /sleep/<ms>, /json (the server's `json_body`), /together/<n> (answered only
+    once n such requests are in at the same time, so they were sent concurrently; 504 if they never
+    are), anything else: 200 "hello ok".
 
     `arrivals` lists requests as they come in, `hits` as they are answered.
     """
@@ -30,6 +35,11 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(int(parts[1]) / 1000)
         elif parts[0] == "json":
             body, ctype = json.dumps(self.server.json_body).encode(), "application/json"
+        elif parts[0] == "together":
+            try:
+                self.server.barrier(int(parts[1])).wait(WAIT_LIMIT_S)
+            except threading.BrokenBarrierError:
+                status, body = 504, b"the other requests never came"
         self.server.hits.append(self.path)
         self.send_response(status)
         self.send_header("Content-Type", ctype)
@@ -45,6 +55,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512
 
+    def barrier(self, parties: int) -> threading.Barrier:
+        with self.lock:
+            return self.barriers.setdefault(parties, threading.Barrier(parties))
+
     def handle_error(self, request, client_address):
         # A client that gave up (a check past its timeout, a killed worker) is expected here.
         if not isinstance(sys.exc_info()[1], ConnectionError):
@@ -55,6 +69,7 @@ class _Server(ThreadingHTTPServer):
 def http_server(json_body=None):
     server = _Server(("127.0.0.1", 0), _Handler)
     server.json_body, server.hits, server.arrivals = json_body or {}, [], []
+    server.lock, server.barriers = threading.Lock(), {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -60,7 +60,12 @@ def test_admin_refuses_to_edit_or_delete_a_folder_managed_spec(admin_client, tmp
     assert not spec.enabled
     delete_url = f"/admin/health/healthspec/{spec.pk}/delete/"
     assert admin_client.post(delete_url, {"post": "yes"}).status_code == 403
-    assert HealthSpec.objects.filter(name="synced").exists()
+    # A bulk delete that includes it deletes nothing.
+    other = HealthSpecFactory(checks=[check_doc("db")])
+    response = admin_client.post("/admin/health/healthspec/", {
+        "action": "delete_selected", "_selected_action": [spec.pk, other.pk], "post": "yes"})
+    assert response.status_code == 403
+    assert HealthSpec.objects.filter(pk__in=[spec.pk, other.pk]).count() == 2
 
 
 def test_admin_delete_removes_checks_and_results(admin_client):

@@ -83,7 +83,15 @@ def test_permissions(api_client):
 
 
 def test_folder_managed_specs_are_changed_in_their_files(api_client, editor, tmp_path):
-    health_spec_apply(name="synced", document="checks: []", managed_by=str(tmp_path))
-    response = api_client.put(f"{SPECS}synced/", {"document": "checks: []"}, format="json")
+    source = "# synced\nchecks: [{name: db, type: database}]\n"
+    health_spec_apply(name="synced", document=source, managed_by=str(tmp_path))
+    edited = {"checks": [{"name": "cache", "type": "redis"}]}
+    response = api_client.put(f"{SPECS}synced/", {"document": edited}, format="json")
     assert response.status_code == 409 and str(tmp_path) in response.json()["detail"]
     assert api_client.delete(f"{SPECS}synced/").status_code == 409
+    assert [c["name"] for c in api_client.get(f"{SPECS}synced/").json()["checks"]] == ["db"]
+    # Pausing is fine (the sync leaves `enabled` alone); the file's text stays the source.
+    paused = api_client.put(f"{SPECS}synced/", {"document": {"checks": [{"name": "db", "type": "database"}]},
+                                                "enabled": False}, format="json")
+    assert paused.status_code == 200, paused.json()
+    assert paused.json()["enabled"] is False and paused.json()["source"] == source

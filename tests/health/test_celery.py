@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 from django_celery_beat.models import PeriodicTask
@@ -17,6 +16,7 @@ from apps.health.models import CheckResult, CheckStatus
 from apps.health.services import health_spec_run
 from tests.factories.health import HealthSpecFactory, check_doc
 from tests.health.targets import http_server
+from tests.health.waiting import wait_for
 from tests.utils.processes import celery_worker as start_worker
 
 
@@ -53,9 +53,7 @@ def test_celery_workers_check_fails_with_no_worker(transactional_db):
 def test_the_beat_task_runs_due_checks_on_a_worker(celery_worker):
     spec = HealthSpecFactory(checks=[check_doc("db"), check_doc("cache", "redis")])
     tasks.health_run_due.delay()
-    deadline = time.monotonic() + 30
-    while CheckResult.objects.filter(health_check__spec=spec).count() < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: CheckResult.objects.filter(health_check__spec=spec).count() >= 2, "both results")
     assert set(CheckResult.objects.values_list("status", flat=True)) == {CheckStatus.SUCCESS}
     assert CheckResult.objects.count() == 2
 
@@ -65,13 +63,6 @@ def test_the_beat_schedule_exists_after_migrate():
     task = PeriodicTask.objects.get(task="apps.health.tasks.health_run_due")
     assert task.enabled and task.interval.every == 5 and task.interval.period == "seconds"
     assert task.queue == "health"
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -84,7 +75,7 @@ def test_a_worker_killed_mid_run_leaves_no_orphaned_run(transactional_db, redis_
         with start_worker(["health"]) as (proc, _):
             # `expires`: the unacked message of the killed task is never run by a later worker.
             tasks.health_spec_run.apply_async(args=[spec.id], expires=60)
-            _wait_for(lambda: server.arrivals, 30, "the slow check to start")
+            wait_for(lambda: server.arrivals, "the slow check to start")
             os.killpg(proc.pid, signal.SIGKILL)  # the whole worker dies, mid-run
             proc.wait(10)
         assert not CheckResult.objects.exists()  # nothing half-written
@@ -93,12 +84,11 @@ def test_a_worker_killed_mid_run_leaves_no_orphaned_run(transactional_db, redis_
 
         with start_worker(["health"]):
             def every_check_has_a_result():
-                tasks.health_run_due.delay()  # what beat does every few seconds
-                time.sleep(0.5)
+                tasks.health_run_due.delay()  # what beat does every few seconds (a tick per poll)
                 return CheckResult.objects.values("health_check").distinct().count() == 2
 
-            _wait_for(every_check_has_a_result, 60, "the new worker to run both checks")
-            _wait_for(lambda: not leases.client().keys(leases.key("*")), 15, "every lease to be released")
+            wait_for(every_check_has_a_result, "the new worker to run both checks", timeout=60, interval=0.5)
+            wait_for(lambda: not leases.client().keys(leases.key("*")), "every lease to be released")
         statuses = dict(CheckResult.objects.values_list("health_check__name", "status"))
         assert statuses == {"slow": CheckStatus.TIMEOUT, "db": CheckStatus.SUCCESS}
         assert CheckResult.objects.count() == 2  # each check ran once more, never twice at a time

@@ -8,8 +8,8 @@ from apps.health.models import HealthSpec
 
 
 @pytest.mark.django_db
-def test_demo_seeds_the_platform_spec_idempotently(monkeypatch):
-    monkeypatch.setenv("CASEHUB_BASE_URL", "http://app.internal:8080/")
+def test_demo_seeds_the_platform_spec_idempotently(settings):
+    settings.CASEHUB_BASE_URL = "http://app.internal:8080/"
     first = demo.seed(progress=SILENT)
     second = demo.seed(progress=SILENT)
     assert first == second and first["health_specs"] == 1

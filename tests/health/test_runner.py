@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import defaultdict
 from datetime import timedelta
 
 import pytest
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from apps.health import leases, services
@@ -16,10 +17,18 @@ from apps.health.checks import Check, CheckOutcome, register
 from apps.health.checks.logs import LogGrepCheck
 from apps.health.models import RESULTS_KEPT, CheckResult, CheckStatus, HealthCheck
 from apps.health.selectors import health_spec_statuses
-from apps.health.services import health_checks_run_due, health_spec_apply, health_spec_delete, health_spec_run
+from apps.health.services import (
+    CheckExecution,
+    health_check_results_write,
+    health_checks_run_due,
+    health_spec_apply,
+    health_spec_delete,
+    health_spec_run,
+)
 from apps.health.streams import STREAMS
 from tests.factories.health import HealthSpecFactory, check_doc
-from tests.health.targets import http_server
+from tests.health.targets import WAIT_LIMIT_S, http_server
+from tests.health.waiting import wait_for
 from tests.utils.concurrency import run_at_once
 
 
@@ -46,6 +55,43 @@ class SleepCheck(Check):
         return CheckOutcome.success("slept")
 
 
+# Gates of test_gated checks by name: a test opens one with GATES[name].set().
+GATES: dict[str, threading.Event] = defaultdict(threading.Event)
+ENDED: set[str] = set()
+
+
+@register
+class GatedCheck(Check):
+    """Runs until the test opens its gate, whatever its timeout; records in ENDED when it returns."""
+
+    type_name = "test_gated"
+
+    def run(self):
+        opened = GATES[self.params["gate"]].wait(WAIT_LIMIT_S)
+        ENDED.add(self.params["gate"])
+        return CheckOutcome.success("opened") if opened else CheckOutcome.error("the gate never opened")
+
+
+@register
+class ThreadNameCheck(Check):
+    """Succeeds with the name of the thread it ran in."""
+
+    type_name = "test_thread_name"
+
+    def run(self):
+        return CheckOutcome.success(threading.current_thread().name)
+
+
+@pytest.fixture
+def gate(request):
+    """A closed gate of this test's own; opened at the end so no check thread outlives the test."""
+    name = request.node.nodeid
+    GATES.pop(name, None)
+    ENDED.discard(name)
+    yield name
+    GATES[name].set()
+
+
 def http_check(name: str, url: str, **fields) -> dict:
     return check_doc(name, "http", params={"url": url}, **fields)
 
@@ -66,17 +112,16 @@ def test_history_is_capped_at_five_newest_first():
 
 
 @pytest.mark.django_db
-def test_checks_run_concurrently_and_a_slow_one_times_out_without_holding_the_spec():
+def test_checks_run_concurrently_and_a_slow_one_times_out_without_holding_the_spec(gate):
     with http_server() as (_, url):
-        checks = [http_check(f"c{i}", f"{url}/sleep/300", timeout=2) for i in range(8)]
-        checks.append(http_check("hung", f"{url}/sleep/3000", timeout=0.6))
+        # The target answers /together/8 only once all eight requests are in at the same time.
+        checks = [http_check(f"c{i}", f"{url}/together/8", timeout=WAIT_LIMIT_S + 10, interval=60)
+                  for i in range(8)]
+        checks.append(check_doc("hung", "test_gated", timeout=0.6, params={"gate": gate}))
         spec = HealthSpecFactory(checks=checks)
-        started = time.perf_counter()
         report = health_spec_run(spec_id=spec.id)
-        wall = time.perf_counter() - started
     assert report.ran == 9
-    # Sequential would be 8 x 0.3 s + 0.6 s; concurrent is about the slowest timeout.
-    assert wall < 1.5, wall
+    assert gate not in ENDED  # the run ended while the hung check was still running
     statuses = dict(spec.checks.values_list("name", "last_status"))
     assert statuses.pop("hung") == CheckStatus.TIMEOUT
     assert set(statuses.values()) == {CheckStatus.SUCCESS}
@@ -85,13 +130,14 @@ def test_checks_run_concurrently_and_a_slow_one_times_out_without_holding_the_sp
 
 
 @pytest.mark.django_db
-def test_large_runs_go_in_chunks_of_the_thread_limit(monkeypatch):
-    from apps.health import services
-
-    monkeypatch.setattr(services, "MAX_THREADS", 3)
-    spec = HealthSpecFactory(checks=[check_doc(f"c{i}") for i in range(7)])
+def test_large_runs_go_in_chunks_of_the_thread_limit(settings):
+    settings.HEALTH_MAX_THREADS = 3
+    spec = HealthSpecFactory(checks=[check_doc(f"c{i}", "test_thread_name") for i in range(7)])
     report = health_spec_run(spec_id=spec.id)
     assert report.ran == 7 and CheckResult.objects.count() == 7
+    # Each chunk has a pool of its own with at most three threads, named by their index in the pool.
+    threads = set(CheckResult.objects.values_list("message", flat=True))
+    assert threads <= {"health-check_0", "health-check_1", "health-check_2"}, threads
 
 
 @pytest.mark.django_db
@@ -189,9 +235,11 @@ def test_a_check_leased_by_another_runner_is_skipped():
 def test_a_runner_that_died_holding_a_lease_blocks_the_check_only_until_the_lease_expires():
     spec = HealthSpecFactory(checks=[check_doc("db")])
     check = spec.checks.get()
-    leases.client().set(leases.key(check.id), "crashed-worker", px=300)  # its process is gone
+    key = leases.key(check.id)
+    leases.client().set(key, "crashed-worker", px=60_000)  # its process is gone
     assert health_checks_run_due().ran == 0
-    time.sleep(0.35)
+    leases.client().pexpire(key, 1)  # time passes
+    wait_for(lambda: leases.client().get(key) is None, "the lease to expire")
     assert health_checks_run_due().ran == 1  # nothing orphaned: the next tick picks the check up
     assert check.results.count() == 1
 
@@ -200,27 +248,29 @@ def test_a_runner_that_died_holding_a_lease_blocks_the_check_only_until_the_leas
 def test_a_quick_check_run_beside_a_slow_one_keeps_its_lease_until_the_chunk_is_done(monkeypatch):
     # Leases are confirmed once the whole chunk is done: a lease sized on the quick check's own
     # timeout would have expired by then, and its result would be thrown away.
+    # A lease sized on the quick check alone would last 0.3 s: the slow one runs 0.7 s, yet well
+    # within its own 10 s timeout on a busy machine.
     monkeypatch.setattr(services, "LEASE_RUN_MARGIN_MS", 100)
     spec = HealthSpecFactory(checks=[check_doc("quick", timeout=0.2),
-                                     check_doc("slow", "test_sleep", timeout=1.5, params={"ms": 700})])
+                                     check_doc("slow", "test_sleep", timeout=10, params={"ms": 700})])
     report = health_spec_run(spec_id=spec.id)
     assert (report.ran, report.discarded) == (2, 0)
     assert set(spec.checks.values_list("last_status", flat=True)) == {CheckStatus.SUCCESS}
 
 
 @pytest.mark.django_db
-def test_a_timed_out_check_keeps_its_lease_while_its_thread_runs_and_frees_it_when_it_ends():
-    spec = HealthSpecFactory(checks=[check_doc("overrun", "test_sleep", timeout=0.3, params={"ms": 1200})])
+def test_a_timed_out_check_keeps_its_lease_while_its_thread_runs_and_frees_it_when_it_ends(gate):
+    spec = HealthSpecFactory(checks=[check_doc("overrun", "test_gated", timeout=0.3, params={"gate": gate})])
     check = spec.checks.get()
+    key = leases.key(check.id)
     report = health_spec_run(spec_id=spec.id)
     assert report.ran == 1 and check.results.get().status == CheckStatus.TIMEOUT
-    # Its thread still sleeps: no second run may start meanwhile.
+    # Its thread still runs: no second run may start meanwhile.
     assert health_spec_run(spec_id=spec.id).leased_elsewhere == 1
-    deadline = time.monotonic() + 5
-    while leases.client().get(leases.key(check.id)) is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    # Freed when the thread ended (about 0.9 s from here), long before the lease would expire (15 s).
-    assert leases.client().get(leases.key(check.id)) is None
+    assert leases.client().pttl(key) > 0
+    GATES[gate].set()
+    # Freed when the thread ends, long before the lease would expire (15 s).
+    wait_for(lambda: leases.client().get(key) is None, "the lease to be released", timeout=10)
     assert health_spec_run(spec_id=spec.id).ran == 1
 
 
@@ -235,8 +285,9 @@ def test_an_edit_or_delete_waits_for_a_runner_writing_results_and_leaves_no_stal
         # What a runner does: lock the check, insert its result, update it; here it then pauses.
         try:
             with transaction.atomic():
-                execution = services._Execution(CheckOutcome.success("old definition"), 1.0)
-                services._results_write([check], {check.id: execution}, now=timezone.now())
+                execution = CheckExecution(CheckOutcome.success("old definition"), 1.0)
+                health_check_results_write(checks=[check], executions={check.id: execution},
+                                           now=timezone.now())
                 writing.set()
                 finish.wait(10)
         finally:
@@ -258,8 +309,8 @@ def test_an_edit_or_delete_waits_for_a_runner_writing_results_and_leaves_no_stal
     threads[0].start()
     assert writing.wait(10)
     threads[1].start()
-    time.sleep(0.3)
-    assert threads[1].is_alive()  # waits for the runner's lock
+    wait_for(lambda: _backends_waiting_for_a_lock() == 1, "the editor to wait for the runner's lock")
+    assert threads[1].is_alive()
     finish.set()
     for t in threads:
         t.join(10)
@@ -270,6 +321,13 @@ def test_an_edit_or_delete_waits_for_a_runner_writing_results_and_leaves_no_stal
         assert not check.results.exists()  # the old definition's result went with the edit
     else:
         assert not HealthCheck.objects.exists() and not CheckResult.objects.exists()
+
+
+def _backends_waiting_for_a_lock() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity"
+                       " WHERE datname = current_database() AND wait_event_type = 'Lock'")
+        return cursor.fetchone()[0]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -100,7 +100,7 @@ def test_gate_unknown_spec_and_missing_parameter(api_client, viewer):
 
 
 @pytest.mark.django_db
-def test_gate_access_token_or_permission(api_client, monkeypatch):
+def test_gate_access_token_or_permission(api_client, settings):
     HealthSpecFactory(name="web")
     url = "/api/v1/health/gate/?spec=web"
     assert api_client.get(url).status_code in (401, 403)
@@ -108,7 +108,7 @@ def test_gate_access_token_or_permission(api_client, monkeypatch):
     assert api_client.get(url).status_code == 403
     api_client.force_authenticate(None)
 
-    monkeypatch.setenv("HEALTH_GATE_TOKEN", "s3cret")
+    settings.HEALTH_GATE_TOKEN = "s3cret"
     assert api_client.get(url, HTTP_AUTHORIZATION="Bearer wrong").status_code in (401, 403)
     assert api_client.get(url, HTTP_AUTHORIZATION="Bearer s3cret").status_code == 503  # pending
 
@@ -173,8 +173,8 @@ def test_status_and_gate_query_counts_are_pinned(api_client, viewer, django_asse
 
 
 @pytest.mark.django_db
-def test_metrics_token_when_configured(client, monkeypatch):
-    monkeypatch.setenv("METRICS_TOKEN", "scrape-me")
+def test_metrics_token_when_configured(client, settings):
+    settings.METRICS_TOKEN = "scrape-me"
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer nope").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-me").status_code == 200

@@ -2,21 +2,20 @@
 
 Specs written here pass the same admission service as admin and `apply_health_specs`.
 
-Gate access: a deploy pipeline sends `Authorization: Bearer $HEALTH_GATE_TOKEN` when that
-environment variable is set; otherwise (or in addition) an authenticated user with
-`health.view_healthspec` may call it.
+Gate access: a deploy pipeline sends `Authorization: Bearer <token>` when settings.HEALTH_GATE_TOKEN
+is set; otherwise (or in addition) an authenticated user with `health.view_healthspec` may call it.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.api.pagination import DefaultPagination
-from apps.core.errors import ApplicationError, Conflict
-from apps.health.models import HealthSpec
+from apps.core.errors import ApplicationError
 from apps.health.selectors import (
     health_spec_gate,
     health_spec_get,
@@ -26,12 +25,12 @@ from apps.health.selectors import (
     overall_status,
 )
 from apps.health.services import health_spec_apply, health_spec_delete
-from apps.health.views import bearer_token_matches, configured_token
+from apps.health.views import bearer_token_matches
 
 
 class CanViewHealth(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
-        token = configured_token("HEALTH_GATE_TOKEN")
+        token = settings.HEALTH_GATE_TOKEN
         if token and bearer_token_matches(request, token):
             return True
         return bool(request.user and request.user.is_authenticated
@@ -161,7 +160,6 @@ class SpecDetailView(APIView):
     def put(self, request, name: str):
         body = SpecApplySerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        _refuse_folder_managed(name)
         _, action = health_spec_apply(name=name, document=body.validated_data["document"],
                                       enabled=body.validated_data.get("enabled"))
         return Response(SpecSerializer(health_spec_get(name=name)).data,
@@ -169,13 +167,5 @@ class SpecDetailView(APIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request, name: str):
-        _refuse_folder_managed(name)
         health_spec_delete(spec=health_spec_get(name=name))
         return Response(status=204)
-
-
-def _refuse_folder_managed(name: str) -> None:
-    # A folder-synced spec would be overwritten (or recreated) by the next sync: change the file instead.
-    folder = HealthSpec.objects.filter(name=name).values_list("managed_by", flat=True).first()
-    if folder:
-        raise Conflict(f"Spec {name!r} is managed by the files in {folder}; change it there.")

@@ -46,7 +46,7 @@ class LogGrepCheck(Check):
             errors["path"] = ["Use an absolute path."]
         elif isinstance(path, str) and os.path.exists(path) and not os.path.isfile(path):
             errors["path"] = ["Not a regular file (a directory, pipe or device cannot be scanned)."]
-        elif isinstance(path, str) and (roots := getattr(settings, "HEALTH_LOG_ROOTS", None)):
+        elif isinstance(path, str) and (roots := settings.HEALTH_LOG_ROOTS):
             # Optional allowlist: a spec author may only read logs under these folders.
             real = os.path.realpath(path)
             if not any(real == root or real.startswith(root.rstrip("/") + "/")

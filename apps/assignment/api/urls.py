@@ -1,3 +1,0 @@
-"""API routes of the assignment app."""
-
-urlpatterns: list = []

@@ -1,3 +1,0 @@
-"""API routes of the merchants app."""
-
-urlpatterns: list = []
