@@ -32,6 +32,7 @@ from apps.cases.forms import (
     schema_form_fields,
 )
 from apps.cases.models import (
+    CORE_EDITABLE,
     Case,
     CaseEvent,
     CaseStats,
@@ -44,7 +45,6 @@ from apps.cases.models import (
 )
 from apps.core.errors import ApplicationError
 
-CORE = ("subject", "priority", "channel", "merchant_ref", "customer_ref", "delivery_ref")
 TIMESTAMPS = ("created_at", "updated_at", "first_assigned_at", "first_response_at", "resolved_at")
 
 
@@ -144,7 +144,7 @@ class CaseAdminForm(forms.ModelForm):
 
     class Meta:
         model = Case
-        fields = ["queue", *CORE]
+        fields = ["queue", *CORE_EDITABLE]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -216,10 +216,10 @@ class CaseAdmin(admin.ModelAdmin):
         config = self._config(request, obj)
         dynamic = list(schema_form_fields(config.fields_schema if config else {}))
         if obj is None:
-            sets = [(None, {"fields": ("queue", *CORE)})]
+            sets = [(None, {"fields": ("queue", *CORE_EDITABLE)})]
         else:
             sets = [(None, {"fields": ("id", "queue", "status", "assigned_agent", "location", "legacy_id",
-                                       "source", *CORE)})]
+                                       "source", *CORE_EDITABLE)})]
         if dynamic:
             sets.append(("Queue fields", {"fields": dynamic}))
         if obj is not None:
@@ -274,10 +274,10 @@ class CaseAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if not change:
             case = services.case_create(queue=obj.queue, fields=form.dynamic_fields, actor=request.user,
-                                        source=Source.AGENT, **{k: getattr(obj, k) for k in CORE})
+                                        source=Source.AGENT, **{k: getattr(obj, k) for k in CORE_EDITABLE})
             obj.pk, obj.status, obj._state.adding = case.pk, case.status, False
             return
-        core = {k: form.cleaned_data[k] for k in CORE if k in form.changed_data}
+        core = {k: form.cleaned_data[k] for k in CORE_EDITABLE if k in form.changed_data}
         patch = {**form.dynamic_fields, **{k: None for k in obj.fields if k not in form.dynamic_fields}}
         services.case_update(case=obj, actor=request.user, fields=patch, **core)
         if form.cleaned_data.get("transition_to"):

@@ -14,10 +14,16 @@ from pathlib import Path
 
 # Fixed forever: changing it would give every imported case a new id.
 LEGACY_NAMESPACE = uuid.UUID("6f1c2a4e-9b7d-5e3f-8a21-c45e0d9b7a10")
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
 def legacy_case_id(legacy_id: str) -> uuid.UUID:
     return uuid.uuid5(LEGACY_NAMESPACE, f"legacy-crm:case:{legacy_id.strip()}")
+
+
+def legacy_format(path: str | Path, fmt: str | None = None) -> str:
+    """The export's format, "csv" or "jsonl": `fmt` when given, else from the file's suffix."""
+    return fmt or ("jsonl" if Path(path).suffix.lower() in JSONL_SUFFIXES else "csv")
 
 
 def legacy_rows(path: str | Path, *, fmt: str | None = None) -> Iterator[tuple[int, dict | str]]:
@@ -27,9 +33,8 @@ def legacy_rows(path: str | Path, *, fmt: str | None = None) -> Iterator[tuple[i
     Row numbers are 1-based lines of the file (the CSV header is line 1).
     """
     path = Path(path)
-    fmt = fmt or ("jsonl" if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else "csv")
     with path.open(newline="", encoding="utf-8") as handle:
-        if fmt == "csv":
+        if legacy_format(path, fmt) == "csv":
             reader = csv.DictReader(handle)
             for row in reader:
                 yield reader.line_num, dict(row)
@@ -45,6 +50,8 @@ def legacy_rows(path: str | Path, *, fmt: str | None = None) -> Iterator[tuple[i
             yield number, row if isinstance(row, dict) else "Each line must be a JSON object."
 
 
-def count_rows(path: str | Path) -> int:
+def count_rows(path: str | Path, *, fmt: str | None = None) -> int:
+    """About how many data rows the file holds (non-blank lines, less a CSV header): for progress."""
     with Path(path).open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
+        lines = sum(1 for line in handle if line.strip())
+    return max(0, lines - 1) if legacy_format(path, fmt) == "csv" else lines

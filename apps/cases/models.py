@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.core.validation import json_errors
+
 
 class Status(models.TextChoices):
     """Every status a queue's transition table may use."""
@@ -85,7 +87,7 @@ class QueueConfig(models.Model):
     transitions = models.JSONField(default=dict)
     # {"first_response_minutes": 60, "resolution_minutes": 1440}
     sla = models.JSONField(default=dict, blank=True)
-    # Used by assignment: {"skills": ["refunds"], "priority_weights": {"4": 10, ...}, ...}
+    # Used by assignment: {"skills": ["refunds"], "priority_weights": {"4": 10, "1": 1}}
     routing = models.JSONField(default=dict, blank=True)
     # Proactive signals: {"signal_types": ["late_delivery"], "conditions": [{"path": "minutes_late",
     #  "op": "gte", "value": 30}], "priority": 3, "experiment": {"name": "...", "treatment_percent": 50}}
@@ -155,6 +157,32 @@ class Case(models.Model):
 
     def __str__(self) -> str:
         return self.subject or str(self.id)
+
+
+# The rules of a case's core attributes, as JSON Schema: the one place they are decided. Case
+# writes, the legacy import and queue configs (targeting, initial status, transitions) all
+# validate through these, so each rule has one message.
+STATUS_SCHEMA = {"enum": Status.values, "x-message": "Unknown status '{value}'."}
+PRIORITY_SCHEMA = {"type": "integer", "enum": Priority.values,
+                   "x-message": f"An integer from {min(Priority.values)} to {max(Priority.values)}."}
+CHANNEL_SCHEMA = {"type": "string", "enum": Channel.values,
+                  "x-message": f"Unknown channel '{{value}}'; one of {', '.join(Channel.values)}."}
+_TEXT_LIMITS = {name: Case._meta.get_field(name).max_length
+                for name in ("subject", "merchant_ref", "customer_ref", "delivery_ref")}
+CASE_CORE_SCHEMA = {"type": "object", "properties": {
+    "status": STATUS_SCHEMA, "priority": PRIORITY_SCHEMA, "channel": CHANNEL_SCHEMA,
+    **{name: {"type": "string", "maxLength": limit, "x-message": f"Text of at most {limit} characters."}
+       for name, limit in _TEXT_LIMITS.items()},
+}}
+# What a user may change on a case directly; status, queue, agent and location have their own
+# actions (transition, transfer, assign, legacy transfer), each with its own rules and events.
+CORE_EDITABLE = ("subject", "priority", "channel", "merchant_ref", "customer_ref", "delivery_ref")
+
+
+def case_core_errors(**values: object) -> dict[str, list[str]]:
+    """Problems with the given core attributes (status, priority, channel, subject, refs), by name;
+    other names are ignored."""
+    return json_errors(values, CASE_CORE_SCHEMA, own_messages=True)
 
 
 class EventKind(models.TextChoices):

@@ -1,4 +1,5 @@
-"""Targeting rules for proactive signals and the experiment split: pure logic, no ORM.
+"""Targeting rules for proactive signals (their JSON Schema, matching) and the experiment split:
+pure logic, no queries.
 
 A queue's `QueueConfig.targeting` looks like::
 
@@ -17,8 +18,63 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from apps.cases.models import PRIORITY_SCHEMA
+
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "exists")
 _MISSING = object()
+
+# The targeting document as JSON Schema, validated as part of a queue config's. Signal types are
+# what the signal API accepts (slugs); a key nothing reads is refused, since a typo there would
+# silently change which signals a queue takes.
+_SIGNAL_TYPES = "Must be a list of signal type names (letters, digits, '-' and '_')."
+TARGETING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "x-message": "Must be an object.",
+    "properties": {
+        "signal_types": {
+            "type": "array",
+            "items": {"type": "string", "pattern": r"^[-a-zA-Z0-9_]{1,64}$", "x-message": _SIGNAL_TYPES},
+            "x-message": _SIGNAL_TYPES,
+        },
+        "conditions": {
+            "type": "array",
+            "x-message": "Must be a list.",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["path", "op"],
+                "properties": {
+                    "path": {"type": "string", "pattern": r"^[^.]+(\.[^.]+)*$",
+                             "x-message": "Needs a non-empty 'path' (dotted, e.g. 'order.total')."},
+                    "op": {"enum": list(OPERATORS),
+                           "x-message": f"Unknown operator; use one of {', '.join(OPERATORS)}."},
+                    "value": {},
+                },
+                "allOf": [
+                    {"if": {"properties": {"op": {"const": "in"}}},
+                     "then": {"required": ["value"],
+                              "properties": {"value": {"type": "array", "x-message": "'in' needs a list."}}}},
+                    {"if": {"properties": {"op": {"const": "exists"}}},
+                     "then": {"properties": {"value": {"type": "boolean",
+                                                       "x-message": "'exists' takes true or false."}}}},
+                ],
+            },
+        },
+        "priority": PRIORITY_SCHEMA,
+        "experiment": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "x-message": "Needs a 'name'.",
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 100, "x-message": "Needs a 'name'."},
+                "treatment_percent": {"type": "number", "minimum": 0, "maximum": 100,
+                                      "x-message": "A number from 0 to 100."},
+            },
+        },
+    },
+}
 
 
 def _lookup(payload: dict, path: str) -> Any:
@@ -79,35 +135,3 @@ def experiment_group(targeting: dict, delivery_ref: str) -> tuple[str, str]:
     in_treatment = experiment_bucket(name, delivery_ref) < percent * 100
     return name, "treatment" if in_treatment else "control"
 
-
-def targeting_errors(targeting: Any) -> dict[str, list[str]]:
-    """Problems with a targeting document, keyed by dotted path."""
-    if not isinstance(targeting, dict):
-        return {"targeting": ["Must be an object."]}
-    errors: dict[str, list[str]] = {}
-    types = targeting.get("signal_types", [])
-    if not isinstance(types, list) or not all(isinstance(t, str) and t for t in types):
-        errors["targeting.signal_types"] = ["Must be a list of signal type names."]
-    conditions = targeting.get("conditions", [])
-    if not isinstance(conditions, list):
-        errors["targeting.conditions"] = ["Must be a list."]
-        conditions = []
-    for i, cond in enumerate(conditions):
-        if not isinstance(cond, dict) or not isinstance(cond.get("path"), str) or not cond.get("path"):
-            errors[f"targeting.conditions.{i}"] = ["Needs a non-empty 'path'."]
-        elif cond.get("op") not in OPERATORS:
-            errors[f"targeting.conditions.{i}.op"] = [f"Unknown operator; use one of {', '.join(OPERATORS)}."]
-        elif cond["op"] == "in" and not isinstance(cond.get("value"), list):
-            errors[f"targeting.conditions.{i}.value"] = ["'in' needs a list."]
-    experiment = targeting.get("experiment")
-    if experiment is not None:
-        if not isinstance(experiment, dict) or not isinstance(experiment.get("name"), str):
-            errors["targeting.experiment"] = ["Needs a 'name'."]
-        else:
-            pct = experiment.get("treatment_percent", 50)
-            if not isinstance(pct, int | float) or isinstance(pct, bool) or not 0 <= pct <= 100:
-                errors["targeting.experiment.treatment_percent"] = ["A number from 0 to 100."]
-    priority = targeting.get("priority")
-    if priority is not None and (not isinstance(priority, int) or not 1 <= priority <= 4):
-        errors["targeting.priority"] = ["An integer from 1 to 4."]
-    return errors

@@ -44,9 +44,32 @@ def test_a_failing_handler_does_not_advance_the_position():
     assert feed.feed_consume("fragile", lambda batch: None, model=CaseEvent) == 1
 
 
+# Bounds on waiting for another thread or process: only a hang reaches them, however loaded
+# the machine; nothing is asserted about how long anything takes.
+HANG = 120.0
+
+
+def wait_for(predicate, what: str) -> None:
+    """Poll `predicate` until it holds; fail (instead of hanging) if it never does."""
+    deadline = time.monotonic() + HANG
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what} after {HANG:g} s")
+        time.sleep(0.02)
+
+
+def waits_for_advisory_lock(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone() == ("Lock", "advisory")
+
+
 @pytest.mark.django_db(transaction=True)
-def test_fence_never_skips_an_event_of_a_slower_transaction():
+def test_fence_never_skips_an_event_of_a_slower_transaction(monkeypatch):
     """An open writer holds an id lower than a committed one: the consumer waits for it."""
+    # The consumer waits as long as the writer stays open, not FENCE_TIMEOUT_MS: a slow machine
+    # must not turn the wait into a skipped round.
+    monkeypatch.setattr(feed, "FENCE_TIMEOUT_MS", HANG * 1000)
     queue = QueueFactory(slug="general")
     case_a, case_b = make_case(queue=queue), make_case(queue=queue)
     services.case_metrics_rollup()  # consume the created events
@@ -57,30 +80,38 @@ def test_fence_never_skips_an_event_of_a_slower_transaction():
             with transaction.atomic():
                 services.case_add_note(case=case_a, body="slow")  # takes the lower id
                 written.set()
-                release.wait(10)
+                release.wait(HANG)
         finally:
             connection.close()
 
     writer = threading.Thread(target=slow_writer)
     writer.start()
-    assert written.wait(10)
-    services.case_add_note(case=case_b, body="fast")  # higher id, committed first
     seen: list[tuple[int, str]] = []
+    consumer_pid: list[int] = []
 
     def consume():
         try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                consumer_pid.append(cursor.fetchone()[0])
             feed.feed_consume("fence", lambda batch: seen.extend((e.id, e.data["body"]) for e in batch),
                               model=CaseEvent, queryset=CaseEvent.objects.filter(kind="note"))
         finally:
             connection.close()
 
     consumer = threading.Thread(target=consume)
-    consumer.start()
-    time.sleep(0.5)
-    assert seen == []  # blocked behind the open writer instead of reading past its id
-    release.set()
-    writer.join(10)
-    consumer.join(10)
+    try:
+        assert written.wait(HANG)
+        services.case_add_note(case=case_b, body="fast")  # higher id, committed first
+        consumer.start()
+        wait_for(lambda: consumer_pid and waits_for_advisory_lock(consumer_pid[0]),
+                 "the consumer to queue behind the open writer")
+        assert seen == []  # blocked behind the open writer instead of reading past its id
+    finally:
+        release.set()
+        writer.join(HANG)
+        if consumer.ident is not None:
+            consumer.join(HANG)
     assert [body for _, body in seen] == ["slow", "fast"]
     assert seen[0][0] < seen[1][0]
 
@@ -97,19 +128,19 @@ def test_fence_skips_the_round_when_a_writer_stays_open(monkeypatch):
             with transaction.atomic():
                 services.case_add_note(case=case, body="long")
                 written.set()
-                release.wait(10)
+                release.wait(HANG)
         finally:
             connection.close()
 
     thread = threading.Thread(target=writer)
     thread.start()
-    assert written.wait(10)
     try:
+        assert written.wait(HANG)
         assert feed.feed_high_water_mark(CaseEvent) is None
         assert feed.feed_consume("skipper", lambda batch: None, model=CaseEvent) == 0
     finally:
         release.set()
-        thread.join(10)
+        thread.join(HANG)
     assert feed.feed_consume("skipper", lambda batch: None, model=CaseEvent) == 2
 
 
@@ -160,10 +191,8 @@ def test_beat_task_runs_on_a_real_worker(celery_worker):
     case = make_case(queue=queue)
     services.case_transition(case=case, to_status=Status.RESOLVED)
     case_metrics_rollup.delay()
-    deadline = time.monotonic() + 30
-    while not CaseStats.objects.filter(pk=case.pk, resolved_at__isnull=False).exists():
-        assert time.monotonic() < deadline, "the worker did not roll the events up"
-        time.sleep(0.2)
+    wait_for(CaseStats.objects.filter(pk=case.pk, resolved_at__isnull=False).exists,
+             "the worker to roll the events up")
     assert FeedCursor.objects.get(name=services.CASE_METRICS_CONSUMER).position == CaseEvent.objects.last().id
 
 
@@ -228,8 +257,8 @@ def test_metrics_consumer_is_idempotent_when_events_are_fed_again():
     first = snapshot()
     assert first[:2] == (2, 1) and first[4] == CaseEvent.objects.filter(case=case).last().id
     batch = list(CaseEvent.objects.order_by("id"))
-    services._case_stats_handle(batch)
-    services._case_stats_handle(batch[2:])
+    services.case_stats_fold(batch)
+    services.case_stats_fold(batch[2:])
     assert snapshot() == first
     FeedCursor.objects.filter(name=services.CASE_METRICS_CONSUMER).update(position=0)
     assert services.case_metrics_rollup() == len(batch)

@@ -24,11 +24,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, file, format=None, progress=False, no_progress=False, batch_size=1000, **options):
         try:
-            total = count_rows(file)
+            total = count_rows(file, fmt=format)
         except OSError as exc:
             raise CommandError(f"Cannot read {file}: {exc}") from exc
-        if format == "csv" or (format is None and not file.lower().endswith((".jsonl", ".ndjson", ".json"))):
-            total = max(0, total - 1)  # the header row
         try:
             summary = cases_import_legacy(
                 rows=legacy_rows(file, fmt=format), total=total, batch_size=batch_size,

@@ -1,0 +1,66 @@
+"""Write use cases of the cases app, one module per use case; every name callers use is here.
+
+Every change to a case writes its CaseEvent(s) in the same transaction (`_events._events_write`),
+so the timeline and the change feed are complete.
+"""
+
+from apps.cases.models import CORE_EDITABLE, case_core_errors
+from apps.cases.services.case_stats import CASE_METRICS_CONSUMER, case_metrics_rollup, case_stats_fold
+from apps.cases.services.cases import (
+    BulkResult,
+    case_add_message,
+    case_add_note,
+    case_assign,
+    case_create,
+    case_legacy_transfer_back,
+    case_legacy_transfer_out,
+    case_transfer,
+    case_transition,
+    case_update,
+    cases_bulk_apply,
+    cases_bulk_create,
+)
+from apps.cases.services.legacy_import import ImportSummary, cases_import_legacy
+from apps.cases.services.proactive_signals import SignalResult, signal_ingest
+from apps.cases.services.queue_configs import (
+    QUEUE_CONFIG_SCHEMA,
+    SLA_TARGETS,
+    SUPPORTED_TYPES,
+    case_fields_validate,
+    queue_config_activate,
+    queue_config_errors,
+    queue_config_publish,
+    queue_create,
+)
+
+__all__ = [
+    "CASE_METRICS_CONSUMER",
+    "CORE_EDITABLE",
+    "QUEUE_CONFIG_SCHEMA",
+    "SLA_TARGETS",
+    "SUPPORTED_TYPES",
+    "BulkResult",
+    "ImportSummary",
+    "SignalResult",
+    "case_add_message",
+    "case_add_note",
+    "case_assign",
+    "case_core_errors",
+    "case_create",
+    "case_fields_validate",
+    "case_legacy_transfer_back",
+    "case_legacy_transfer_out",
+    "case_metrics_rollup",
+    "case_stats_fold",
+    "case_transfer",
+    "case_transition",
+    "case_update",
+    "cases_bulk_apply",
+    "cases_bulk_create",
+    "cases_import_legacy",
+    "queue_config_activate",
+    "queue_config_errors",
+    "queue_config_publish",
+    "queue_create",
+    "signal_ingest",
+]

@@ -1,0 +1,286 @@
+"""Case writes: create (one or many), update, transition, assign, notes and messages, transfer
+between queues and to/from the legacy CRM, and bulk actions. Each change writes its CaseEvent(s)
+in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.cases.models import (
+    CORE_EDITABLE,
+    Case,
+    CaseEvent,
+    Channel,
+    EventKind,
+    Location,
+    Priority,
+    Queue,
+    QueueConfig,
+    Source,
+    Status,
+    case_core_errors,
+)
+from apps.cases.services._events import _case_lock, _created_event, _event, _events_write
+from apps.cases.services.queue_configs import _active_config, _fields_object, case_fields_validate
+from apps.core.errors import ApplicationError, Conflict
+from apps.core.feed import feed_writer_enter
+
+
+def _require_here(case: Case) -> None:
+    if case.location == Location.LEGACY:
+        raise Conflict("The case is being worked in the legacy CRM; transfer it back first.",
+                       errors={"location": ["Case is in the legacy CRM."]}, code="in_legacy")
+
+
+def _require_valid_core(**values: Any) -> None:
+    errors = case_core_errors(**values)
+    if errors:
+        raise ApplicationError("The case is invalid.", errors=errors)
+
+
+@transaction.atomic
+def case_create(*, queue: Queue, fields: dict | None = None, actor=None, source: str = Source.AGENT,
+                channel: str = Channel.WEB, priority: int = Priority.NORMAL, subject: str = "",
+                merchant_ref: str = "", customer_ref: str = "", delivery_ref: str = "",
+                signal_type: str = "", case_id=None, legacy_id: str | None = None) -> Case:
+    feed_writer_enter(CaseEvent)
+    config = _active_config(queue.pk)
+    fields = case_fields_validate(config=config, fields=fields if fields is not None else {})
+    _require_valid_core(channel=channel, priority=priority, subject=subject, merchant_ref=merchant_ref,
+                        customer_ref=customer_ref, delivery_ref=delivery_ref)
+    kwargs = {"id": case_id} if case_id else {}
+    case = Case.objects.create(
+        queue=queue, status=config.initial_status, priority=priority, channel=channel, source=source,
+        subject=subject, merchant_ref=merchant_ref, customer_ref=customer_ref, delivery_ref=delivery_ref,
+        signal_type=signal_type, fields=fields, legacy_id=legacy_id, **kwargs,
+    )
+    _events_write([_created_event(case, actor, queue_slug=queue.slug)])
+    return case
+
+
+@transaction.atomic
+def cases_bulk_create(*, cases: list[Case], actor=None) -> list[Case]:
+    """Insert many new cases (each validated against its queue's schema) and their `created` events,
+    in two statements."""
+    feed_writer_enter(CaseEvent)
+    configs = {c.queue_id: c for c in QueueConfig.objects.filter(
+        queue_id__in={case.queue_id for case in cases}, is_active=True).select_related("queue")}
+    for case in cases:
+        config = configs.get(case.queue_id)
+        if config is None:
+            raise ApplicationError("The queue has no active configuration.",
+                                   errors={"queue": [str(case.queue_id)]})
+        case_fields_validate(config=config, fields=case.fields)
+        _require_valid_core(status=case.status, **{name: getattr(case, name) for name in CORE_EDITABLE})
+    created = Case.objects.bulk_create(cases)
+    _events_write([_created_event(c, actor, queue_slug=configs[c.queue_id].queue.slug) for c in created])
+    return created
+
+
+@transaction.atomic
+def case_update(*, case: Case, actor=None, fields: dict | None = None, **changes: Any) -> Case:
+    """Change core attributes (CORE_EDITABLE) and/or merge dynamic `fields` (a null value removes a key).
+
+    One field_changed event per attribute or dynamic field that actually changed.
+    """
+    unknown = set(changes) - set(CORE_EDITABLE)
+    if unknown:
+        raise ApplicationError("These attributes cannot be changed here.",
+                               errors={name: ["Not editable; use the dedicated action."] for name in unknown})
+    _require_valid_core(**changes)
+    if fields is not None:
+        _fields_object(fields)
+    case = _case_lock(case)
+    _require_here(case)
+    events: list[CaseEvent] = []
+    for name, new in changes.items():
+        old = getattr(case, name)
+        if old != new:
+            setattr(case, name, new)
+            events.append(_event(case, EventKind.FIELD_CHANGED, actor, field=name, old=old, new=new))
+    if fields is not None:
+        merged = {**case.fields, **fields}
+        merged = {k: v for k, v in merged.items() if v is not None}
+        case_fields_validate(config=_active_config(case.queue_id), fields=merged)
+        for name in sorted(set(case.fields) | set(merged)):
+            old, new = case.fields.get(name), merged.get(name)
+            if old != new:
+                events.append(_event(case, EventKind.FIELD_CHANGED, actor, field=f"fields.{name}",
+                                     old=old, new=new))
+        case.fields = merged
+    if events:
+        case.save()
+        _events_write(events)
+    return case
+
+
+def _transition(case: Case, to_status: str, actor, config: QueueConfig, *, note: str = "") -> list[CaseEvent]:
+    allowed = config.transitions.get(case.status, [])
+    if to_status not in allowed:
+        raise ApplicationError(
+            f"A case in queue '{case.queue.slug}' cannot move from '{case.status}' to '{to_status}'.",
+            errors={"status": [f"Allowed from '{case.status}': {', '.join(allowed) or 'none'}."]},
+            code="illegal_transition",
+        )
+    now = timezone.now()
+    old = case.status
+    case.status = to_status
+    if to_status == Status.RESOLVED:
+        case.resolved_at = now
+    elif to_status == Status.REOPENED:
+        case.resolved_at = None
+    events = [_event(case, EventKind.STATUS_CHANGED, actor, **{"from": old, "to": to_status})]
+    if note:
+        events.append(_event(case, EventKind.NOTE, actor, body=note))
+    return events
+
+
+def _back_to_waiting(case: Case, actor, config: QueueConfig, *, reason: str) -> list[CaseEvent]:
+    """An 'assigned' case that lost its agent waits again (the queue's initial status), so the
+    assignment engine, which claims unassigned cases in that status, offers it again. A system
+    move, recorded like any other status change."""
+    if case.status != Status.ASSIGNED or case.assigned_agent_id is not None:
+        return []
+    case.status = config.initial_status
+    return [_event(case, EventKind.STATUS_CHANGED, actor, reason=reason,
+                   **{"from": Status.ASSIGNED, "to": config.initial_status})]
+
+
+@transaction.atomic
+def case_transition(*, case: Case, to_status: str, actor=None, note: str = "") -> Case:
+    """Move a case along its queue's transition table; an illegal move raises with the allowed ones."""
+    case = _case_lock(case)
+    _require_here(case)
+    events = _transition(case, to_status, actor, _active_config(case.queue_id), note=note)
+    case.save()
+    _events_write(events)
+    return case
+
+
+@transaction.atomic
+def case_assign(*, case: Case, agent, actor=None) -> Case:
+    """Assign (or with agent=None unassign); a new/reopened case also moves to 'assigned' if allowed."""
+    case = _case_lock(case)
+    _require_here(case)
+    if case.assigned_agent_id == (agent.pk if agent else None):
+        return case
+    events = [_event(case, EventKind.ASSIGNED, actor, **{
+        "from": case.assigned_agent_id, "to": agent.pk if agent else None,
+        "agent": str(agent) if agent else None,
+    })]
+    case.assigned_agent = agent
+    config = _active_config(case.queue_id)
+    if agent is not None:
+        case.first_assigned_at = case.first_assigned_at or timezone.now()
+        if case.status != Status.ASSIGNED and Status.ASSIGNED in config.transitions.get(case.status, []) \
+                and case.status in (Status.NEW, Status.REOPENED):
+            events += _transition(case, Status.ASSIGNED, actor, config)
+    else:
+        events += _back_to_waiting(case, actor, config, reason="unassigned")
+    case.save()
+    _events_write(events)
+    return case
+
+
+@transaction.atomic
+def case_add_note(*, case: Case, body: str, actor=None) -> CaseEvent:
+    if not body.strip():
+        raise ApplicationError("A note needs text.", errors={"body": ["This field is required."]})
+    case = _case_lock(case)
+    return _events_write([_event(case, EventKind.NOTE, actor, body=body)])[0]
+
+
+@transaction.atomic
+def case_add_message(*, case: Case, body: str, direction: str = "outbound", actor=None) -> CaseEvent:
+    """A message to (outbound) or from (inbound) the customer; the first outbound is the first response."""
+    if direction not in ("outbound", "inbound"):
+        raise ApplicationError("Unknown direction.", errors={"direction": ["outbound or inbound"]})
+    if not body.strip():
+        raise ApplicationError("A message needs text.", errors={"body": ["This field is required."]})
+    case = _case_lock(case)
+    _require_here(case)
+    if direction == "outbound" and case.first_response_at is None:
+        case.first_response_at = timezone.now()
+        case.save(update_fields=["first_response_at", "updated_at"])
+    return _events_write([_event(case, EventKind.MESSAGE, actor, body=body, direction=direction)])[0]
+
+
+@transaction.atomic
+def case_transfer(*, case: Case, queue: Queue, actor=None, reason: str = "") -> Case:
+    """Move a case to another queue; its fields must satisfy the new queue's schema. Unassigns it."""
+    case = _case_lock(case)
+    _require_here(case)
+    if case.queue_id == queue.pk:
+        raise ApplicationError("The case is already in that queue.", errors={"queue": ["Same queue."]})
+    config = _active_config(queue.pk)
+    case_fields_validate(config=config, fields=case.fields)
+    if case.status not in config.transitions and case.status not in (Status.RESOLVED, Status.CLOSED):
+        raise ApplicationError(f"Queue '{queue.slug}' has no status '{case.status}'.",
+                               errors={"queue": [f"Status '{case.status}' is not used by that queue."]})
+    events = [_event(case, EventKind.TRANSFERRED, actor, reason=reason, **{
+        "from": case.queue.slug, "to": queue.slug, "unassigned": case.assigned_agent_id})]
+    case.queue = queue
+    case.assigned_agent = None
+    events += _back_to_waiting(case, actor, config, reason="transferred")
+    case.save()
+    _events_write(events)
+    return case
+
+
+@transaction.atomic
+def case_legacy_transfer_out(*, case: Case, actor=None, legacy_ref: str = "", reason: str = "") -> Case:
+    """Hand a case to the legacy CRM: it is frozen here until transferred back."""
+    case = _case_lock(case)
+    _require_here(case)
+    case.location = Location.LEGACY
+    case.save(update_fields=["location", "updated_at"])
+    _events_write([_event(case, EventKind.LEGACY_TRANSFER, actor, direction="out", legacy_ref=legacy_ref,
+                          reason=reason)])
+    return case
+
+
+@transaction.atomic
+def case_legacy_transfer_back(*, case: Case, actor=None, reason: str = "") -> Case:
+    """Undo `case_legacy_transfer_out`: the case is worked here again."""
+    case = _case_lock(case)
+    if case.location != Location.LEGACY:
+        raise Conflict("The case is not in the legacy CRM.", errors={"location": ["Already in Casehub."]})
+    case.location = Location.CASEHUB
+    case.save(update_fields=["location", "updated_at"])
+    _events_write([_event(case, EventKind.LEGACY_TRANSFER, actor, direction="in", reason=reason)])
+    return case
+
+
+# Bulk (admin actions) -------------------------------------------------------------------------
+
+
+@dataclass
+class BulkResult:
+    done: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def cases_bulk_apply(*, case_ids: Iterable, operation: Callable[[Case], Any]) -> BulkResult:
+    """Apply one case service to many cases; each in its own savepoint so one bad case fails alone.
+
+    Rows are locked up front in id order, so two bulk actions never deadlock each other.
+    """
+    result = BulkResult()
+    with transaction.atomic():
+        feed_writer_enter(CaseEvent)
+        cases = list(Case.objects.select_for_update(of=("self",)).select_related("queue")
+                     .filter(pk__in=list(case_ids)).order_by("pk"))
+        for case in cases:
+            try:
+                with transaction.atomic():
+                    operation(case)
+                result.done += 1
+            except ApplicationError as exc:
+                detail = "; ".join(m for msgs in exc.errors.values() for m in msgs)
+                result.errors[str(case.pk)] = f"{exc.message} {detail}".strip()
+    return result

@@ -1,0 +1,190 @@
+"""Queue configuration: the JSON Schema a config must satisfy, publishing and activating versions,
+and the one validation of a case's dynamic fields against its queue's active config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+
+from apps.cases import selectors
+from apps.cases.models import STATUS_SCHEMA, Priority, Queue, QueueConfig, Status
+from apps.cases.targeting import TARGETING_SCHEMA
+from apps.core.errors import ApplicationError
+from apps.core.validation import json_errors, schema_errors
+
+# Schema types a dynamic field may have (the admin renders a form field for each).
+SUPPORTED_TYPES = ("string", "integer", "number", "boolean")
+# The SLA targets the metrics read (apps.cases.metrics), in minutes.
+SLA_TARGETS = ("first_response_minutes", "resolution_minutes")
+
+_SKILLS = "'skills' must be a list of distinct skill names (up to 50 characters each)."
+_WEIGHTS = "'priority_weights' must map priorities \"1\" to \"4\" to weights of 0 or more."
+_PROPERTY_TYPE = f"Property '{{path[2]}}': type must be one of {', '.join(SUPPORTED_TYPES)}."
+
+# A config as one document (`x-message`: see apps.core.validation.MESSAGE_KEYWORD). A key that
+# nothing reads is refused: a typo in an SLA target or a routing key would silently do nothing.
+QUEUE_CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "fields_schema": {
+            "type": "object",
+            "x-message": "Must be a JSON object (a JSON Schema).",
+            "properties": {
+                "type": {"const": "object",
+                         "x-message": "The schema of dynamic fields must describe an object."},
+                "properties": {
+                    "type": "object",
+                    "x-message": "'properties' must map field names to their schemas.",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["type"],
+                        "x-message": _PROPERTY_TYPE,
+                        "properties": {"type": {"enum": list(SUPPORTED_TYPES), "x-message": _PROPERTY_TYPE}},
+                    },
+                },
+            },
+        },
+        "initial_status": STATUS_SCHEMA,
+        "transitions": {
+            "type": "object",
+            "minProperties": 1,
+            "x-message": "Must be an object mapping a status to the list of statuses it may move to.",
+            "propertyNames": STATUS_SCHEMA,
+            "additionalProperties": {
+                "type": "array",
+                "uniqueItems": True,
+                "x-message": "'{path[1]}' must map to a list of distinct statuses.",
+                "items": {"enum": Status.values, "x-message": "'{path[1]}' -> unknown status '{value}'."},
+            },
+        },
+        "sla": {
+            "type": "object",
+            "additionalProperties": False,
+            "x-message": f"Must map SLA targets ({', '.join(SLA_TARGETS)}) to positive integers.",
+            "properties": {
+                target: {"type": "integer", "minimum": 1,
+                         "x-message": "'{path[1]}' must be a positive integer."}
+                for target in SLA_TARGETS
+            },
+        },
+        "routing": {
+            "type": "object",
+            "additionalProperties": False,
+            "x-message": "Must be an object.",
+            "properties": {
+                # An agent's skill is at most 50 characters (apps.assignment.models.Agent.skills).
+                "skills": {"type": "array", "uniqueItems": True, "x-message": _SKILLS,
+                           "items": {"type": "string", "minLength": 1, "maxLength": 50,
+                                     "x-message": _SKILLS}},
+                "priority_weights": {"type": "object", "x-message": _WEIGHTS,
+                                     "propertyNames": {"enum": [str(p) for p in Priority.values],
+                                                       "x-message": _WEIGHTS},
+                                     "additionalProperties": {"type": "number", "minimum": 0,
+                                                              "x-message": _WEIGHTS}},
+            },
+        },
+        "targeting": TARGETING_SCHEMA,
+    },
+}
+
+
+def queue_config_errors(*, fields_schema: Any, transitions: Any, initial_status: str = Status.NEW,
+                        sla: Any = None, routing: Any = None,
+                        targeting_rules: Any = None) -> dict[str, list[str]]:
+    """Everything wrong with a queue config, keyed by field; targeting by dotted path (empty when valid)."""
+    document = {"fields_schema": fields_schema, "transitions": transitions, "initial_status": initial_status}
+    for name, value in (("sla", sla), ("routing", routing), ("targeting", targeting_rules)):
+        if value is not None:
+            document[name] = value
+    errors: dict[str, list[str]] = {}
+    for key, messages in json_errors(document, QUEUE_CONFIG_SCHEMA, own_messages=True).items():
+        field = key if key.startswith("targeting.") else key.split(".")[0]
+        bucket = errors.setdefault(field, [])
+        bucket.extend(message for message in dict.fromkeys(messages) if message not in bucket)
+    # What a schema cannot say: the document is itself a JSON Schema (when it is not, nothing
+    # else about it is worth reporting), and a new case can leave its initial status.
+    if isinstance(fields_schema, dict):
+        problems = schema_errors(fields_schema)
+        if problems:
+            errors["fields_schema"] = [f"Not a valid JSON Schema: {p}" for p in problems]
+    if isinstance(transitions, dict) and transitions and initial_status in Status.values \
+            and transitions.get(initial_status) in (None, []):
+        errors.setdefault("transitions", []).append(
+            f"The initial status '{initial_status}' has no outgoing transitions.")
+    return errors
+
+
+@transaction.atomic
+def queue_config_publish(*, queue: Queue, fields_schema: dict, transitions: dict,
+                         initial_status: str = Status.NEW, sla: dict | None = None,
+                         routing: dict | None = None, targeting_rules: dict | None = None,
+                         user=None) -> QueueConfig:
+    """Validate and publish a new config version and make it the queue's active one."""
+    errors = queue_config_errors(fields_schema=fields_schema, transitions=transitions,
+                                 initial_status=initial_status, sla=sla, routing=routing,
+                                 targeting_rules=targeting_rules)
+    if errors:
+        raise ApplicationError("The queue configuration is invalid.", errors=errors)
+    # Lock the queue row: two editors publishing at once get consecutive versions.
+    Queue.objects.select_for_update().get(pk=queue.pk)
+    version = (QueueConfig.objects.filter(queue=queue).aggregate(v=Max("version"))["v"] or 0) + 1
+    QueueConfig.objects.filter(queue=queue, is_active=True).update(is_active=False)
+    return QueueConfig.objects.create(
+        queue=queue, version=version, is_active=True, fields_schema=fields_schema,
+        transitions=transitions, initial_status=initial_status, sla=sla or {}, routing=routing or {},
+        targeting=targeting_rules or {}, created_by=user,
+    )
+
+
+@transaction.atomic
+def queue_config_activate(*, config: QueueConfig) -> QueueConfig:
+    """Make an earlier version active again (a rollback of a bad edit)."""
+    Queue.objects.select_for_update().get(pk=config.queue_id)
+    QueueConfig.objects.filter(queue_id=config.queue_id, is_active=True).exclude(pk=config.pk).update(
+        is_active=False
+    )
+    QueueConfig.objects.filter(pk=config.pk).update(is_active=True)
+    config.is_active = True
+    return config
+
+
+@transaction.atomic
+def queue_create(*, slug: str, name: str, **config: Any) -> Queue:
+    """A queue with its first active config (keyword arguments of `queue_config_publish`)."""
+    queue = Queue.objects.create(slug=slug, name=name)
+    queue_config_publish(queue=queue, **config)
+    return queue
+
+
+def _active_config(queue_id: int) -> QueueConfig:
+    config = selectors.queue_config_active(queue_id)
+    if config is None:
+        raise ApplicationError("The queue has no active configuration.",
+                               errors={"queue": ["No active config."]})
+    return config
+
+
+# Dynamic fields: the ONE validation used by every write path ------------------------------
+
+
+def _fields_object(fields: Any) -> dict:
+    """`fields` itself, refused unless it is an object (also a partial update's patch)."""
+    if not isinstance(fields, dict):
+        raise ApplicationError("Dynamic fields must be an object.",
+                               errors={"fields": ["Must be a JSON object."]})
+    return fields
+
+
+def case_fields_validate(*, config: QueueConfig, fields: Any) -> dict:
+    """Validate dynamic `fields` against the queue's schema; field-level errors as "fields.<path>"."""
+    errors = json_errors(_fields_object(fields), config.fields_schema or {})
+    if errors:
+        raise ApplicationError(
+            "Dynamic fields are invalid.",
+            errors={("fields" if key == "non_field_errors" else f"fields.{key}"): msgs
+                    for key, msgs in errors.items()},
+        )
+    return fields
+
