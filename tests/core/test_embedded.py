@@ -149,3 +149,61 @@ def test_secret_key_is_required_outside_the_embedded_mode(tmp_path):
     assert "DJANGO_SECRET_KEY" in proc.stderr
     # With URLs set, nothing embedded was started.
     assert not (tmp_path / "postgres").exists() and not (tmp_path / "redis").exists()
+
+
+def test_a_service_brought_back_while_its_owner_lives_stays_the_owners(tmp_path):
+    owner, urls = _hold(tmp_path)
+    try:
+        redis_pid = json.loads((tmp_path / "redis" / "redis.json").read_text())["pid"]
+        os.kill(redis_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while embedded.service_pid("redis", tmp_path) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        joiner = _run(tmp_path)
+        # Back on the port the owner's clients know, and still the owner's: the joiner's exit
+        # stopped nothing.
+        assert joiner["redis"] == urls["redis"] and joiner["owner"] is False
+        assert _running(tmp_path) == (True, True)
+        assert redis.Redis.from_url(urls["redis"]).ping()
+    finally:
+        owner.send_signal(signal.SIGTERM)
+        owner.wait(60)
+    assert _running(tmp_path) == (False, False)
+
+
+SUPERVISE = """
+import json, time
+from config import embedded
+embedded.ensure(postgres=True, redis=True)
+print(json.dumps(embedded.stack_register(url="http://127.0.0.1:1/")), flush=True)
+time.sleep(600)
+"""
+
+
+def test_an_owner_leaves_its_services_to_a_live_stack_which_stops_them(tmp_path):
+    owner, urls = _hold(tmp_path)
+    with open(tmp_path / "stack.err", "w") as err:
+        stack = subprocess.Popen([sys.executable, "-c", SUPERVISE], cwd=ROOT, stdout=subprocess.PIPE,
+                                 stderr=err, text=True, env={**_env(tmp_path), "CASEHUB_EMBEDDED_QUIET": "0"})
+    try:
+        assert json.loads(stack.stdout.readline())["pid"] == stack.pid
+        owner.send_signal(signal.SIGTERM)
+        owner.wait(60)
+        # The owner started both but handed them over instead of stopping them under the stack.
+        assert _running(tmp_path) == (True, True)
+        owners = json.loads((tmp_path / "owner.json").read_text())
+        assert {entry["pid"] for entry in owners.values()} == {stack.pid}
+
+        # `config.embedded stop` asks the stack to stop, and the stack stops what it now owns.
+        subprocess.run([sys.executable, "-m", "config.embedded", "stop"], cwd=ROOT, env=_env(tmp_path),
+                       timeout=120, check=True)
+        assert stack.wait(30) != 0
+        assert _running(tmp_path) == (False, False)
+        assert "Redis stopped" in (tmp_path / "stack.err").read_text()
+    finally:
+        if stack.poll() is None:
+            stack.kill()
+            stack.wait(10)
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(10)

@@ -1,4 +1,10 @@
-"""The README's `make run`, for real: start it, wait until ready, log in, stop it with Ctrl-C."""
+"""The README's `make run`, for real: one stack, started once, serves, heals and stops.
+
+The tests share that stack and run in file order: it serves the admin; a second stack on its
+folder is refused; each child and embedded service killed with SIGKILL comes back; a bystander
+neither starts nor stops services; Ctrl-C stops everything in order. Last, a crash loop stops
+a stack with a failure.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,31 @@ import re
 import signal
 import socket
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+import redis
 
 from config import embedded
+from tests.utils.processes import scratch_var_dir, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+BYSTANDER = """
+import json, os
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+import django
+django.setup()
+from django.conf import settings
+from django.db import connection
+with connection.cursor() as cursor:
+    cursor.execute("SELECT 1")
+print(json.dumps({"redis": settings.REDIS_URL}))
+"""
 
 
 def _free_port() -> int:
@@ -25,56 +47,213 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_make_run_serves_admin_and_stops_cleanly(tmp_path):
-    var = tmp_path / "var"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"PYTEST_VERSION", "DJANGO_ALLOW_ASYNC_UNSAFE", "CASEHUB_DB_NAME"}}
-    env["CASEHUB_VAR_DIR"] = str(var)
-    log = open(tmp_path / "make-run.log", "w+")  # noqa: SIM115
-    proc = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        ready = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                ready = httpx.get(f"{base}/readyz", timeout=5)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        log.seek(0)
-        output = log.read()
-        assert ready is not None and ready.status_code == 200, output[-3000:]
-        assert f"{base}/admin/" in output and "ops / ops" in output  # URL and demo logins printed
-        # Structured logs: the web server's own lines are JSON records too, not plain text.
-        records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-        assert any(r["logger"].startswith("uvicorn") and "Uvicorn running" in r["message"] for r in records)
-        assert not any(line.startswith("INFO:") for line in output.splitlines())
+class Stack:
+    """`make run` on a var directory of its own, its output in a log file."""
 
-        with httpx.Client(base_url=base, follow_redirects=True, timeout=10) as client:
-            login = client.get("/admin/login/")
-            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
-            home = client.post("/admin/login/?next=/admin/", data={
-                "csrfmiddlewaretoken": token, "username": "ops", "password": "ops"},
-                headers={"Referer": f"{base}/admin/login/"})
-            assert home.status_code == 200
-            assert "Log out" in home.text and 'id="user-tools"' in home.text
-            # Static files are served too (the admin is usable, not unstyled).
-            assert client.get("/static/admin/css/base.css").status_code == 200
+    def __init__(self, var: Path, log_path: Path):
+        self.var = var
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in {"PYTEST_VERSION", "DJANGO_ALLOW_ASYNC_UNSAFE", "CASEHUB_DB_NAME",
+                                 "CASEHUB_EMBEDDED_QUIET"}}
+        self.env["CASEHUB_VAR_DIR"] = str(var)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(["make", "run", f"PORT={self.port}"], cwd=ROOT, env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        return self.proc.wait(90)
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def supervisor_logs(self) -> list[dict]:
+        return [r for r in _json_lines(self.output()) if r.get("logger") == "casehub.supervisor"]
+
+    def record(self) -> dict:
+        return json.loads((self.var / "stack.json").read_text())
+
+    def ready(self) -> bool:
+        assert self.proc.poll() is None, self.output()[-3000:]
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait_ready(self, what: str, timeout: float = 90) -> None:
+        wait_for(self.ready, what, timeout=timeout, interval=0.25)
+
+
+def _json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def _pg(pgdata: Path):
+    return psycopg.connect(host=str(pgdata), user="postgres", dbname=embedded.DB_NAME, autocommit=True)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with scratch_var_dir() as var:
+        running = Stack(var, tmp_path_factory.mktemp("make-run") / "make-run.log")
+        running.start()
+        try:
+            running.wait_ready("make run to be ready", timeout=240)
+            yield running
+        finally:
+            running.stop()
+
+
+def test_make_run_serves_admin(stack):
+    output = stack.output()
+    assert f"{stack.url}/admin/" in output and "ops / ops" in output  # URL and demo logins printed
+    # Structured logs: the web server's own lines are JSON records too, not plain text.
+    records = _json_lines(output)
+    assert any(r["logger"].startswith("uvicorn") and "Uvicorn running" in r["message"] for r in records)
+    assert not any(line.startswith("INFO:") for line in output.splitlines())
+
+    with httpx.Client(base_url=stack.url, follow_redirects=True, timeout=10) as client:
+        login = client.get("/admin/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
+        home = client.post("/admin/login/?next=/admin/", data={
+            "csrfmiddlewaretoken": token, "username": "ops", "password": "ops"},
+            headers={"Referer": f"{stack.url}/admin/login/"})
+        assert home.status_code == 200
+        assert "Log out" in home.text and 'id="user-tools"' in home.text
+        # Static files are served too (the admin is usable, not unstyled).
+        assert client.get("/static/admin/css/base.css").status_code == 200
+
+
+def test_a_second_stack_in_the_same_folder_is_refused_before_it_migrates(stack):
+    record = stack.record()
+    # An unreachable database: a second stack that went as far as migrating would fail on it
+    # instead of naming the running one.
+    env = {**stack.env, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"}
+    second = subprocess.run(["make", "run", f"PORT={_free_port()}"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode != 0
+    assert "Casehub is already running" in second.stderr, second.stderr
+    assert f"pid {record['pid']}" in second.stderr and f"{stack.url}/" in second.stderr
+    assert f"since {record['since']}" in second.stderr
+    assert "Traceback" not in second.stderr and "migrat" not in second.stdout.lower()
+    assert stack.record()["pid"] == record["pid"] and stack.ready()
+
+
+def test_killed_children_come_back(stack):
+    for name in ("worker", "beat", "web"):
+        old = stack.record()["children"][name]
+        os.kill(old, signal.SIGKILL)
+        new = wait_for(lambda name=name, old=old: (pid := stack.record()["children"][name]) != old and pid,
+                       f"{name} to be restarted")
+        stack.wait_ready(f"readyz once {name} is back")
+        logs = [r for r in stack.supervisor_logs() if r.get("unit") == name]
+        assert any(r["unit_pid"] == old and r.get("reason") == "signal SIGKILL" and r["restart_in_s"] > 0
+                   and f"{name} died (signal SIGKILL); restarting in" in r["message"]
+                   for r in logs if "restart_in_s" in r), logs
+        assert any(r["message"] == f"{name} restarted (pid {new})" for r in logs), logs
+
+
+def test_killed_services_come_back_where_they_were_with_their_data(stack):
+    pgdata = stack.var / "postgres"
+    with _pg(pgdata) as conn:
+        conn.execute("CREATE TABLE supervision_kept (v int)")
+        conn.execute("INSERT INTO supervision_kept VALUES (42)")
+    before = embedded._redis_state(stack.var)
+    redis.Redis(host="127.0.0.1", port=before["port"]).set("supervision:kept", "yes")
+
+    os.kill(before["pid"], signal.SIGKILL)
+    after = wait_for(lambda: (state := embedded._redis_state(stack.var)) and state["pid"] != before["pid"]
+                     and state, "Redis to be restarted")
+    assert after["port"] == before["port"]
+    assert redis.Redis(host="127.0.0.1", port=after["port"]).get("supervision:kept") == b"yes"
+
+    postmaster = embedded._pg_info(pgdata)
+    os.kill(postmaster.pid, signal.SIGKILL)
+    restarted = wait_for(lambda: (info := embedded._pg_info(pgdata)) and info.pid != postmaster.pid and info,
+                         "PostgreSQL to be restarted")
+    assert restarted.socket_dir == postmaster.socket_dir
+    with _pg(pgdata) as conn:
+        assert conn.execute("SELECT v FROM supervision_kept").fetchone() == (42,)
+
+    stack.wait_ready("readyz once the services are back")
+    logs = stack.supervisor_logs()
+    restarts = (("redis", before["pid"], after["pid"]), ("postgres", postmaster.pid, restarted.pid))
+    for name, old, new in restarts:
+        assert any(r.get("unit") == name and r["unit_pid"] == old and "restart_in_s" in r for r in logs), logs
+        assert any(r["message"] == f"{name} restarted (pid {new})" for r in logs), logs
+
+
+def test_a_bystander_waits_for_the_stack_and_stops_nothing(stack, tmp_path):
+    supervisor = stack.record()["pid"]
+    redis_before = embedded._redis_state(stack.var)
+    postmaster = embedded._postmaster_pid(stack.var / "postgres")
+    err_path = tmp_path / "bystander.err"
+    # The supervisor is paused, so Redis stays down for as long as the test looks.
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        os.kill(redis_before["pid"], signal.SIGKILL)
+        wait_for(lambda: embedded.service_pid("redis", stack.var) is None, "Redis to die")
+        with open(err_path, "w") as err:
+            bystander = subprocess.Popen([sys.executable, "-c", BYSTANDER], cwd=ROOT, env=stack.env,
+                                         stdout=subprocess.PIPE, stderr=err, text=True)
+        wait_for(lambda: "waiting up to" in err_path.read_text() or bystander.poll() is not None,
+                 "the bystander to wait for the stack")
+        assert f"for make run (pid {supervisor})" in err_path.read_text()
+        # It waits instead of starting a Redis of its own, on this port or another.
+        assert embedded.service_pid("redis", stack.var) is None
+        assert bystander.poll() is None
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
-        code = proc.wait(90)
-        log.close()
-    output = (tmp_path / "make-run.log").read_text()
+        os.kill(supervisor, signal.SIGCONT)
+    out, _ = bystander.communicate(timeout=90)
+    assert bystander.returncode == 0, err_path.read_text()
+    assert json.loads(out.strip().splitlines()[-1])["redis"] == f"redis://127.0.0.1:{redis_before['port']}/0"
+
+    # Its exit stopped nothing: the stack's services still run and are still the stack's.
+    state = embedded._redis_state(stack.var)
+    assert state is not None and state["port"] == redis_before["port"]
+    assert embedded._postmaster_pid(stack.var / "postgres") == postmaster
+    owners = json.loads((stack.var / "owner.json").read_text())
+    assert {owner["pid"] for owner in owners.values()} == {supervisor}
+    stack.wait_ready("readyz once Redis is back")
+
+
+def test_ctrl_c_stops_the_children_then_the_services(stack):
+    children = stack.record()["children"]
+    code = stack.stop()
+    output = stack.output()
     # make re-raises the SIGINT it received once its recipe has finished; the supervisor
     # under it must have shut everything down in order.
     assert code in (0, -signal.SIGINT), output[-3000:]
-    assert "Casehub stopped." in output and "exited with" not in output
-    assert embedded._postmaster_pid(var / "postgres") is None, output[-3000:]
-    assert embedded._redis_state(var) is None, output[-3000:]
+    assert "Casehub stopped." in output and "keeps dying" not in output
+    assert not any(embedded._pid_alive(pid) for pid in children.values())
+    assert output.rindex("Finished server process") < output.rindex("[embedded] PostgreSQL stopped")
+    assert embedded._postmaster_pid(stack.var / "postgres") is None, output[-3000:]
+    assert embedded._redis_state(stack.var) is None, output[-3000:]
+    assert not (stack.var / "stack.json").exists() and not (stack.var / "owner.json").exists()
+
+
+def test_a_crash_loop_stops_the_stack_with_a_failure(stack):
+    stack.stop()  # the folder's stack, if the test before did not stop it
+    crash = f"crash={sys.executable} -c 'raise SystemExit(3)'"
+    steady = f"steady={sys.executable} -c 'import time; time.sleep(600)'"
+    run = subprocess.run(
+        [sys.executable, "manage.py", "runstack", "--port", str(_free_port()), "--no-seed",
+         "--restart-limit", "2", "--command", crash, "--command", steady],
+        cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=180,
+    )
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "Casehub stopped: crash keeps dying: 3 times within 60s (last: exit code 3)" in run.stderr
+    logs = [r for r in _json_lines(run.stdout) if r.get("logger") == "casehub.supervisor"]
+    assert [r["restart_in_s"] for r in logs if r.get("unit") == "crash" and "restart_in_s" in r] == [0.5, 1.0]
+    # Everything stopped with it: the child that was fine and the services.
+    steady_pid = next(r["unit_pid"] for r in logs if r.get("unit") == "steady")
+    assert not embedded._pid_alive(steady_pid)
+    assert embedded._postmaster_pid(stack.var / "postgres") is None
+    assert embedded._redis_state(stack.var) is None

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import connection
 
 BASE_DIR = Path(settings.BASE_DIR)
+T = TypeVar("T")
 
 
 def worker_env(**extra: str) -> dict[str, str]:
@@ -65,3 +70,25 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+def wait_for(predicate: Callable[[], T], what: str, *, timeout: float = 60.0, interval: float = 0.1) -> T:
+    """The first truthy value of `predicate()`; AssertionError naming `what` once `timeout` passes.
+    The timeout only bounds a hang: nothing is asserted about how long anything takes."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}"
+        time.sleep(interval)
+    return value
+
+
+@contextlib.contextmanager
+def scratch_var_dir():
+    """A var directory for embedded services of a test's own, outside pytest's temp root: every
+    pytest session that starts on the machine resets that root to 0700, which locks the
+    embedded PostgreSQL (run as its own system user under root) out of its data dir."""
+    path = Path(tempfile.mkdtemp(prefix="casehub-var-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,24 +1,23 @@
 """`make run`: migrate, seed the demo once, then supervise web, worker and beat in the foreground.
 
-This process owns the embedded PostgreSQL and Redis (started by settings), so Ctrl-C stops
-the children first and the services last.
+One stack per var directory: a second one refuses before touching anything. The supervisor
+restarts a child or an embedded service that dies (config/supervisor.py); Ctrl-C stops the
+children first and the services this process owns last.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
+import shlex
 import sys
-import time
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from apps.core.demo import DEMO_LOGINS
 from config import embedded
+from config.supervisor import RestartPolicy, Supervisor
 
 
 class Command(BaseCommand):
@@ -28,34 +27,40 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-seed", action="store_true")
+        parser.add_argument(
+            "--command", action="append", dest="commands", metavar="NAME=COMMAND", type=_named_command,
+            help="supervise this command instead of the web server, worker and beat (repeatable)",
+        )
+        parser.add_argument("--restart-limit", type=int, default=RestartPolicy.limit,
+                            help="a process restarted more often than this within the window is "
+                                 "crash-looping: everything stops")
+        parser.add_argument("--restart-window", type=float, default=RestartPolicy.window, metavar="SECONDS")
 
-    def handle(self, *args, host, port, no_seed, **options):
-        call_command("migrate", interactive=False, verbosity=0)
-        if not no_seed:
-            call_command("seed_demo", no_progress=True)
-        py = sys.executable
-        commands = {
-            "web": [py, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
-                    "--lifespan", "off", "--no-access-log", "--log-config", str(_uvicorn_log_config())],
-            "worker": [py, "-m", "celery", "-A", "config", "worker",
-                       "-Q", ",".join(settings.CELERY_QUEUES_ALL),
-                       "-c", "2", "-n", "casehub@%h", "--loglevel", "INFO"],
-            "beat": [py, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
-                     "-S", "django_celery_beat.schedulers:DatabaseScheduler"],
-        }
-        children: dict[str, subprocess.Popen] = {}
-        stopping = False
+    def handle(self, *args, host, port, no_seed, commands, restart_limit, restart_window, **options):
+        # Before anything else: a second stack on the same var dir must not migrate under the first.
+        try:
+            stack = embedded.stack_register(url=f"http://{host}:{port}/")
+        except embedded.StackRunning as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            call_command("migrate", interactive=False, verbosity=0)
+            if not no_seed:
+                call_command("seed_demo", no_progress=True)
+            supervisor = Supervisor(
+                dict(commands) if commands else _commands(host, port), cwd=settings.BASE_DIR,
+                services=stack["services"], policy=RestartPolicy(limit=restart_limit, window=restart_window),
+            )
+            self._print_banner(host, port)
+            exit_code = supervisor.run()
+        finally:
+            embedded.release()
+            embedded.stack_unregister()
+        if exit_code:
+            self.stderr.write(f"Casehub stopped: {supervisor.failure}")
+            sys.exit(exit_code)
+        self.stdout.write("Casehub stopped.")
 
-        def request_stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
-        for name, cmd in commands.items():
-            # Own process groups: the supervisor decides the shutdown order, not the terminal.
-            children[name] = subprocess.Popen(cmd, cwd=settings.BASE_DIR, start_new_session=True)
-
+    def _print_banner(self, host, port):
         self.stdout.write(self.style.SUCCESS(f"\nCasehub is running: http://{host}:{port}/admin/"))
         self.stdout.write(f"  API docs:  http://{host}:{port}/api/docs/")
         self.stdout.write(f"  readiness: http://{host}:{port}/readyz")
@@ -66,30 +71,25 @@ class Command(BaseCommand):
         self.stdout.write("    agent1..agent8 / agent  (agent)    merchant1..merchant5 / merchant (API)")
         self.stdout.write("Press Ctrl-C to stop.\n")
 
-        exit_code = 0
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    self.stderr.write(f"{name} exited with {child.returncode}; stopping everything")
-                    exit_code = 1
-                    stopping = True
-                    break
-            time.sleep(0.3)
 
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for child in children.values():
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                # The whole group: a worker's pool processes must not outlive it.
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
-        self.stdout.write("Casehub stopped.")
-        if exit_code:
-            sys.exit(exit_code)
+def _commands(host, port) -> dict[str, list[str]]:
+    py = sys.executable
+    return {
+        "web": [py, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
+                "--lifespan", "off", "--no-access-log", "--log-config", str(_uvicorn_log_config())],
+        "worker": [py, "-m", "celery", "-A", "config", "worker",
+                   "-Q", ",".join(settings.CELERY_QUEUES_ALL),
+                   "-c", "2", "-n", "casehub@%h", "--loglevel", "INFO"],
+        "beat": [py, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
+                 "-S", "django_celery_beat.schedulers:DatabaseScheduler"],
+    }
+
+
+def _named_command(value: str) -> tuple[str, list[str]]:
+    name, sep, command = value.partition("=")
+    if not sep or not name or not command.strip():
+        raise ValueError(value)
+    return name, shlex.split(command)
 
 
 def _uvicorn_log_config():
