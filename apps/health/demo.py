@@ -1,7 +1,8 @@
 """Demo health spec "platform": database, Redis, Celery queues, the app's own /healthz, TCP to Redis.
 
-The TCP check targets the Redis of the running stack; the embedded Redis picks a free port at
-start, and `make run` seeds on every start, so re-applying the spec keeps that port current.
+The checks target the running stack: its /healthz at settings.CASEHUB_BASE_URL (which `make run`
+sets to the host and port it serves) and its Redis (the embedded one picks a free port at start).
+`make run` seeds on every start, and re-applying the spec updates whichever of them moved.
 """
 
 from __future__ import annotations
@@ -14,9 +15,21 @@ from apps.core.progress import Progress
 from apps.health.models import CheckResult, HealthCheck, HealthSpec
 from apps.health.services import health_spec_apply
 
+# A server bound to every interface is reached on loopback from this machine.
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}
+
+
+def reachable_base_url() -> str:
+    """settings.CASEHUB_BASE_URL, as this machine reaches it."""
+    url = urlsplit(settings.CASEHUB_BASE_URL.rstrip("/"))
+    host = WILDCARD_HOSTS.get(url.hostname or "")
+    if host is None:
+        return url.geturl()
+    return url._replace(netloc=f"{host}:{url.port}" if url.port else host).geturl()
+
 
 def platform_document() -> dict:
-    base_url = settings.CASEHUB_BASE_URL.rstrip("/")
+    base_url = reachable_base_url()
     redis = urlsplit(settings.REDIS_URL)
     return {
         "description": "The Casehub platform itself.",

@@ -3,7 +3,9 @@ file handle between runs and nothing leaks.
 
 A stream is closed when its check is deleted (by the service that deletes it, and by the
 runner's sweep in every other process), when this process fails to get or loses the check's
-lease (another runner owns the check now), and when it sits unused for too long.
+lease (another runner owns the check now), and when it sits unused for too long. When its file is
+rotated away, the stream hands the old handle to the check (`follow`), which reads what was
+written to it before the rotation, even if the rotated file is gone or compressed by then.
 """
 
 from __future__ import annotations
@@ -31,17 +33,13 @@ class StreamRegistry:
         self._streams: dict[int, Stream] = {}
 
     def open(self, check_id: int, path: str, *, lease_token: str) -> Stream:
-        """The open stream of a check, (re)opened if it is new, for another path, or the file rotated."""
+        """The open stream of a check, (re)opened if it is new, for another path, or closed. It may
+        still hold a file rotated away since: see `follow`."""
         with self._lock:
             stream = self._streams.get(check_id)
-            if stream is not None:
-                try:
-                    rotated = os.stat(path).st_ino != stream.inode
-                except FileNotFoundError:
-                    rotated = True
-                if stream.path != path or rotated or stream.handle.closed:
-                    stream.handle.close()
-                    stream = None
+            if stream is not None and (stream.path != path or stream.handle.closed):
+                stream.handle.close()
+                stream = None
             if stream is None:
                 handle = open(path, "rb")  # noqa: SIM115 - kept open on purpose, closed by this registry
                 stream = Stream(check_id, path, handle, os.fstat(handle.fileno()).st_ino, lease_token, 0.0)
@@ -49,6 +47,22 @@ class StreamRegistry:
             stream.lease_token = lease_token
             stream.last_used = time.monotonic()
             return stream
+
+    def follow(self, stream: Stream) -> tuple[IO[bytes], int] | None:
+        """Point `stream` at the file now at its path when that is another file than the one it
+        holds (rotated by rename). Returns the handle and inode it held, for the caller to read
+        the rest of the old file and close it; None when the file was not rotated."""
+        with self._lock:
+            try:
+                if os.stat(stream.path).st_ino == stream.inode:
+                    return None
+                handle = open(stream.path, "rb")  # noqa: SIM115 - kept open on purpose, closed by this registry
+            except FileNotFoundError:
+                return None  # between rotation and re-creation: keep reading the old file
+            inode = os.fstat(handle.fileno()).st_ino
+            previous = (stream.handle, stream.inode)
+            stream.handle, stream.inode = handle, inode
+            return previous
 
     def close(self, check_id: int) -> bool:
         with self._lock:

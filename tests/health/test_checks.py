@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 
 import pytest
@@ -135,6 +136,95 @@ def test_log_grep_on_a_pipe_is_an_error_at_once(tmp_path):
 def test_log_grep_missing_file_is_an_error(tmp_path):
     outcome = run("log_grep", {"path": str(tmp_path / "nope.log"), "pattern": "x"})
     assert outcome.status == CheckStatus.ERROR
+
+
+ROTATION_PARAMS = {"pattern": "ERROR", "threshold": 100, "window_s": 600, "start": "beginning"}
+
+
+def append(path, text: str) -> None:
+    with path.open("a") as f:
+        f.write(text)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_log_grep_counts_every_match_across_a_rename_rotation(tmp_path, stream):
+    log = tmp_path / "app.log"
+    params = {**ROTATION_PARAMS, "path": str(log), "stream": stream}
+    log.write_text("ERROR 1 read before the rotation\n")
+    first = run("log_grep", params)
+    assert first.message.startswith("1 match")
+    # Written to the old file after our last read, then rotated away (the last line unfinished:
+    # nothing more will come to that file, so it counts as it is).
+    append(log, "ERROR 2 after our read\nINFO quiet\nERROR 3 last line, no newline")
+    log.rename(tmp_path / "app.log.1")
+    log.write_text("ERROR 4 in the new file\n")
+    (tmp_path / "app.log.2").write_text("ERROR an older rotation, read long ago\n")
+    second = run("log_grep", params, state=first.state)
+    assert second.message.startswith("4 match"), second.message
+    assert "missed" not in second.message
+    assert second.state["inode"] == log.stat().st_ino and second.state["offset"] == log.stat().st_size
+    append(log, "ERROR 5\n")
+    third = run("log_grep", params, state=second.state)
+    assert third.message.startswith("5 match") and "missed" not in third.message
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_log_grep_counts_every_match_across_copytruncate(tmp_path, stream):
+    log = tmp_path / "app.log"
+    params = {**ROTATION_PARAMS, "path": str(log), "stream": stream}
+    log.write_text("2025-01-01T10:00:00 ERROR 1 read before the rotation\n")
+    first = run("log_grep", params)
+    assert first.message.startswith("1 match")
+    append(log, "2025-01-01T10:00:01 ERROR 2 after our read\n2025-01-01T10:00:02 INFO quiet\n")
+    # An unrelated sibling of the same size does not pass for the copy: its head differs.
+    (tmp_path / "app.log.2").write_bytes(b"x" * log.stat().st_size)
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    with log.open("r+") as f:
+        f.truncate(0)
+    append(log, "2025-01-01T10:00:03 ERROR 3 after the truncation\n")
+    second = run("log_grep", params, state=first.state)
+    assert second.message.startswith("3 match"), second.message
+    assert "missed" not in second.message
+
+    # Truncated again, and written past the old offset before the next run: same inode, a larger
+    # file, but another head.
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    append(tmp_path / "app.log.1", "2025-01-01T10:00:04 ERROR 4 copied with the rest\n")
+    with log.open("r+") as f:
+        f.truncate(0)
+    append(log, "2025-01-01T10:00:05 ERROR 5 after the second truncation, and a long line to pass "
+                "the old offset " + "." * 200 + "\n")
+    third = run("log_grep", params, state=second.state)
+    assert third.message.startswith("5 match"), third.message
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_log_grep_says_lines_may_be_missed_when_the_rotated_file_is_gone(tmp_path, stream):
+    log = tmp_path / "app.log"
+    params = {**ROTATION_PARAMS, "path": str(log), "stream": stream}
+    log.write_text("ERROR 1\n")
+    first = run("log_grep", params)
+    append(log, "ERROR 2 after our read\n")
+    log.rename(tmp_path / "app.log.1")
+    (tmp_path / "app.log.1").unlink()  # compressed or deleted before the check ran
+    log.write_text("ERROR 3 in the new file\n")
+    second = run("log_grep", params, state=first.state)
+    if stream:
+        # The stream still had the old file open: nothing is lost.
+        assert second.message.startswith("3 match") and "missed" not in second.message
+    else:
+        assert second.message.startswith("2 match")
+        assert "may have been missed" in second.message
+
+
+def test_log_grep_says_lines_may_be_missed_when_a_truncated_log_has_no_copy(tmp_path):
+    log = tmp_path / "app.log"
+    params = {**ROTATION_PARAMS, "path": str(log)}
+    log.write_text("ERROR 1\nERROR 2\n")
+    first = run("log_grep", params)
+    log.write_text("ERROR 3\n")
+    second = run("log_grep", params, state=first.state)
+    assert second.message.startswith("3 match") and "may have been missed" in second.message
 
 
 # Resource ---------------------------------------------------------------------------------------

@@ -1,16 +1,24 @@
 """Log grep: count lines matching a pattern in a log file, fail when a window holds too many.
 
-The file offset, inode and recent match counts live in the check's state, so any runner
-resumes where the last one stopped. With `stream: true` the file handle stays open between
-runs in the process that ran it (see apps.health.streams).
+The file offset, inode, a fingerprint of the file's head and recent match counts live in the
+check's state, so any runner resumes where the last one stopped. With `stream: true` the file
+handle stays open between runs in the process that ran it (see apps.health.streams).
+
+Rotation loses no line that can still be read. Renamed away (`app.log` -> `app.log.1`, a new
+`app.log`): the rest of the old file is read from the stored offset, through the stream's open
+handle or the sibling that has the old inode. Copied then truncated in place (copytruncate, same
+inode, smaller or with another head): the rest is read from the sibling copy whose head matches.
+When neither can be found the summary says that lines may have been missed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
 from stat import S_ISREG
+from typing import IO
 
 from django.conf import settings
 
@@ -19,6 +27,94 @@ from apps.health.checks.network import regex_errors
 from apps.health.streams import STREAMS
 
 MAX_BYTES_PER_RUN = 16 * 1024 * 1024  # a burst of logging is caught up over several runs
+READ_BYTES = 1024 * 1024  # the rest of a rotated file is read whole, this much at a time
+# The first bytes of a log tell a copy of it from another file, and its truncated successor
+# from itself (they start with other timestamps).
+HEAD_BYTES = 256
+MISSED = ("the log was rotated and the rest of the old file was not found: "
+          "lines written before the rotation may have been missed")
+
+
+def _count(data: bytes, regex: re.Pattern) -> int:
+    return sum(1 for line in data.decode("utf-8", "replace").splitlines() if regex.search(line))
+
+
+def _scan(handle: IO[bytes], start: int, regex: re.Pattern, *, limit: int | None = None,
+          finished: bool = False) -> tuple[int, int]:
+    """(matches, bytes consumed) reading whole lines from `start`, at most `limit` bytes. A half-written
+    last line waits for the next run, unless the file is `finished` (rotated: nothing more comes)."""
+    handle.seek(start)
+    matches = consumed = 0
+    carry = b""
+    while limit is None or consumed + len(carry) < limit:
+        want = READ_BYTES if limit is None else min(READ_BYTES, limit - consumed - len(carry))
+        data = handle.read(want)
+        if not data:
+            if finished and carry:
+                matches += _count(carry, regex)
+                consumed += len(carry)
+                carry = b""
+            break
+        data = carry + data
+        end = data.rfind(b"\n") + 1
+        matches += _count(data[:end], regex)
+        consumed += end
+        carry = data[end:]
+    handle.seek(start + consumed)
+    return matches, consumed
+
+
+def _head(handle: IO[bytes], length: int) -> str:
+    # pread: a stream's position stays where the scan left it.
+    return hashlib.sha1(os.pread(handle.fileno(), length, 0), usedforsecurity=False).hexdigest()
+
+
+def _siblings(path: str, *, exclude_inode: int) -> list[tuple[str, os.stat_result]]:
+    """Rotated copies of `path` beside it (`app.log.1`, `app.log-20250101`), newest first."""
+    folder, name = os.path.split(path)
+    found = []
+    try:
+        entries = list(os.scandir(folder or "."))
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.name.startswith((f"{name}.", f"{name}-")):
+            continue
+        try:
+            stat = entry.stat()
+        except OSError:
+            continue
+        if S_ISREG(stat.st_mode) and stat.st_ino != exclude_inode:
+            found.append((entry.path, stat))
+    return sorted(found, key=lambda item: item[1].st_mtime, reverse=True)
+
+
+def _renamed_file(path: str, *, inode: int, current_inode: int) -> IO[bytes] | None:
+    """The old file, renamed beside `path`, found by its inode."""
+    for sibling, stat in _siblings(path, exclude_inode=current_inode):
+        if stat.st_ino == inode:
+            try:
+                return open(sibling, "rb")
+            except OSError:
+                return None
+    return None
+
+
+def _copied_file(path: str, *, offset: int, head: list | None, current_inode: int) -> IO[bytes] | None:
+    """The copy of the file taken before it was truncated in place: at least `offset` bytes, same head."""
+    if head is None:
+        return None  # state from before heads were kept: an older rotation could pass for the copy
+    for sibling, stat in _siblings(path, exclude_inode=current_inode):
+        if stat.st_size < offset:
+            continue
+        try:
+            handle = open(sibling, "rb")  # noqa: SIM115 - the caller closes it
+        except OSError:
+            continue
+        if _head(handle, head[0]) == head[1]:
+            return handle
+        handle.close()
+    return None
 
 
 @register
@@ -65,37 +161,61 @@ class LogGrepCheck(Check):
         if not S_ISREG(stat.st_mode):
             # Opening a pipe would block this thread until a writer comes, long after the timeout.
             return CheckOutcome.error(f"not a regular file: {path}")
-        offset = state.get("offset")
-        if offset is None:
-            offset = 0 if p.get("start", "end") == "beginning" else stat.st_size
-        if state.get("inode") not in (None, stat.st_ino) or stat.st_size < offset:
-            offset = 0  # rotated or truncated: the new file is read from its start
-        if p.get("stream"):
-            stream = STREAMS.open(self.ctx.check_id, path, lease_token=self.ctx.lease_token)
-            handle, close = stream.handle, False
-        else:
-            handle, close = open(path, "rb"), True  # noqa: SIM115 - closed below
-        try:
-            # The stored offset is the truth: another runner may have read further since we last did.
-            if handle.tell() != offset:
-                handle.seek(offset)
-            chunk = handle.read(MAX_BYTES_PER_RUN)
-            end = chunk.rfind(b"\n") + 1  # a half-written last line waits for the next run
-            if end < len(chunk):
-                handle.seek(offset + end)
-            chunk = chunk[:end]
-        finally:
-            if close:
-                handle.close()
         regex = re.compile(p["pattern"])
-        matches = sum(1 for line in chunk.decode("utf-8", "replace").splitlines() if regex.search(line))
+        to_close: list[IO[bytes]] = []
+        try:
+            if p.get("stream"):
+                stream = STREAMS.open(self.ctx.check_id, path, lease_token=self.ctx.lease_token)
+                held = STREAMS.follow(stream)  # the file the stream had open, if it was rotated away
+                if held is not None:
+                    to_close.append(held[0])
+                handle = stream.handle
+            else:
+                held = None
+                handle = open(path, "rb")  # noqa: SIM115 - closed below
+                to_close.append(handle)
+            current = os.fstat(handle.fileno())  # the file actually read, should it rotate again meanwhile
+            matches, note = 0, ""
+            offset, inode, head = state.get("offset"), state.get("inode"), state.get("head")
+            if offset is None:
+                offset = 0 if p.get("start", "end") == "beginning" else current.st_size
+            elif inode not in (None, current.st_ino):
+                # Renamed away: lines written to the old file after the last run are still there.
+                old = held[0] if held is not None and held[1] == inode else _renamed_file(
+                    path, inode=inode, current_inode=current.st_ino)
+                if old is None:
+                    note = MISSED
+                else:
+                    to_close.append(old)
+                    matches += _scan(old, offset, regex, finished=True)[0]
+                offset, head = 0, None
+            elif current.st_size < offset or (head is not None and _head(handle, head[0]) != head[1]):
+                # Truncated in place (copytruncate): the lines after our offset went to the copy.
+                copy = _copied_file(path, offset=offset, head=head, current_inode=current.st_ino)
+                if copy is None:
+                    note = MISSED
+                else:
+                    to_close.append(copy)
+                    matches += _scan(copy, offset, regex, finished=True)[0]
+                offset, head = 0, None
+            found, consumed = _scan(handle, offset, regex, limit=MAX_BYTES_PER_RUN)
+            matches += found
+            offset += consumed
+            if head is None or head[0] < min(offset, HEAD_BYTES):
+                length = min(offset, HEAD_BYTES)
+                head = [length, _head(handle, length)]
+        finally:
+            for opened in to_close:
+                opened.close()
         now = time.time()
         hits = [[ts, n] for ts, n in state.get("hits", []) if now - ts <= window]
         if matches:
             hits.append([now, matches])
         total = sum(n for _, n in hits)
-        new_state = {"offset": offset + end, "inode": stat.st_ino, "hits": hits}
+        new_state = {"offset": offset, "inode": current.st_ino, "head": head, "hits": hits}
         summary = f"{total} match(es) of {p['pattern']!r} in the last {window:g}s (threshold {threshold})"
+        if note:
+            summary = f"{summary}; {note}"
         if total > threshold:
             return CheckOutcome.failure(summary, state=new_state)
         return CheckOutcome.success(summary, state=new_state)
