@@ -12,13 +12,13 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from apps.core.errors import ApplicationError
+from apps.core.scheduling import task_send_on_commit
 from apps.inventory import selectors, services
 from apps.inventory.models import (
     CatalogItem,
@@ -338,7 +338,7 @@ class OosModelAdmin(admin.ModelAdmin):
         from apps.inventory.tasks import oos_model_train
 
         # Training is the Celery task's job (the same one beat runs daily), not the request's.
-        transaction.on_commit(oos_model_train.delay)
+        task_send_on_commit(oos_model_train)
         self.message_user(
             request,
             "Training queued on the ingestion workers: the new version appears here with its "

@@ -15,9 +15,18 @@ def throttle_s() -> float:
     return settings.INVENTORY_THROTTLE_S
 
 
-def stale_after_s() -> int:
-    """A queued/running run whose heartbeat is older than this is re-queued."""
-    return settings.INVENTORY_STALE_AFTER_S
+# A claimed run's heartbeat is written this often (a thread of its own, and each commit).
+HEARTBEAT_S = 1.0
+
+
+def stale_after_s() -> float:
+    """A queued/running run whose heartbeat is older than this is orphaned and queued again: its
+    worker died, or its message never reached the broker.
+
+    Never under five missed heartbeats (nor 10 s): a live run that misses a beat or two, on a
+    busy database, is not taken from its worker.
+    """
+    return max(settings.INVENTORY_STALE_AFTER_S, 5 * HEARTBEAT_S, 10.0)
 
 
 def max_attempts() -> int:

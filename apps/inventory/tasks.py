@@ -3,30 +3,33 @@
 from celery import shared_task
 
 from apps.core.errors import ApplicationError
-from apps.inventory import conf, services
+from apps.inventory import services
 
 
 # Services schedule this task by its name (services/scheduling.py), never by importing it.
 @shared_task(bind=True, acks_late=True, max_retries=None, soft_time_limit=3600, time_limit=3660)
-def ingestion_run_process(self, run_id: int) -> str:
+def ingestion_run_process(self, run_id: int, seen_heartbeat: str | None = None) -> str:
     """Process (or resume) one run; on failure with attempts left, retry with backoff."""
     outcome = services.ingestion_run_process(run_id=run_id)
     if outcome == "retry":
-        raise self.retry(countdown=min(300, 5 * 2 ** min(self.request.retries, 6)))
+        raise self.retry(args=(run_id,), kwargs={}, countdown=min(300, 5 * 2 ** min(self.request.retries, 6)))
     if outcome == "waiting":
         # An older feed of the same store is queued or running: this one follows it.
-        raise self.retry(countdown=5)
+        raise self.retry(args=(run_id,), kwargs={}, countdown=5)
     if outcome == "busy":
-        # A redelivered message (e.g. its worker process died) while the claim still looks
-        # alive: look again once the heartbeat would be stale, so the run resumes even
-        # without the beat job.
-        raise self.retry(countdown=conf.stale_after_s() + 5)
+        # Another worker's claim still looks alive. A redelivered message (its worker died)
+        # looks again the moment the heartbeat turns stale, so the run resumes even before the
+        # beat job notices; a duplicate of a live run's message ends after that look.
+        again = services.ingestion_run_busy_retry(run_id=run_id, seen_heartbeat=seen_heartbeat)
+        if again is not None:
+            countdown, heartbeat = again
+            raise self.retry(args=(run_id,), kwargs={"seen_heartbeat": heartbeat}, countdown=countdown)
     return outcome
 
 
 @shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
 def ingestion_runs_requeue_stale() -> int:
-    """Beat (every minute): re-queue runs whose worker stopped heartbeating."""
+    """Beat (every 5 s): re-queue runs whose worker stopped heartbeating, or never got a message."""
     return len(services.ingestion_runs_requeue_stale())
 
 

@@ -11,7 +11,7 @@ def test_beat_schedules_are_created_by_the_migration():
         PeriodicTask.objects.filter(task__startswith="apps.inventory.").values_list("task", "interval__every")
     )
     assert tasks == {
-        "apps.inventory.tasks.ingestion_runs_requeue_stale": 60,
+        "apps.inventory.tasks.ingestion_runs_requeue_stale": 5,
         "apps.inventory.tasks.inventory_purge_expired": 3600,
         "apps.inventory.tasks.oos_model_train": 86400,
     }

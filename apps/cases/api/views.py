@@ -23,6 +23,7 @@ from apps.cases.api.serializers import (
     SignalSerializer,
 )
 from apps.cases.models import Source
+from apps.core.idempotency import idempotent
 
 DYNAMIC_FIELD_PARAMETERS = [
     OpenApiParameter(
@@ -58,6 +59,7 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     @extend_schema(summary="Create a case", request=CaseCreateSerializer,
                    responses={201: CaseDetailSerializer})
+    @idempotent
     def create(self, request):
         serializer = CaseCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -67,6 +69,7 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     @extend_schema(summary="Move a case to another status (queue's transition table)",
                    request=CaseTransitionSerializer, responses={200: CaseDetailSerializer})
+    @idempotent
     @action(detail=True, methods=["post"])
     def transition(self, request, pk=None):
         serializer = CaseTransitionSerializer(data=request.data)
@@ -78,6 +81,7 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     @extend_schema(summary="Add an internal note to the timeline", request=CaseNoteSerializer,
                    responses={201: CaseDetailSerializer})
+    @idempotent
     @action(detail=True, methods=["post"])
     def notes(self, request, pk=None):
         serializer = CaseNoteSerializer(data=request.data)
@@ -92,6 +96,7 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         description="Recorded in the timeline; while out, the case cannot be changed here.",
         request=LegacyTransferSerializer, responses={200: CaseDetailSerializer},
     )
+    @idempotent
     @action(detail=True, methods=["post"], url_path="legacy-transfer")
     def legacy_transfer(self, request, pk=None):
         serializer = LegacyTransferSerializer(data=request.data)
@@ -116,6 +121,7 @@ class SignalView(APIView):
                      "split may put the delivery in the control group: recorded, but no case."),
         request=SignalSerializer, responses={201: SignalResultSerializer, 200: SignalResultSerializer},
     )
+    @idempotent
     def post(self, request):
         serializer = SignalSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

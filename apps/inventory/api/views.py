@@ -1,6 +1,7 @@
 """Inventory API: feeds in (JSON, CSV, shopper signals), store inventory and runs out.
 
 Merchant users see and feed only their merchant's stores; staff need inventory permissions.
+Creating requests take an Idempotency-Key (apps/core/idempotency.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.errors import ApplicationError
+from apps.core.idempotency import idempotent
 from apps.inventory import selectors, services
 from apps.inventory.api import serializers as s
 from apps.inventory.models import DisplayStatus
@@ -57,6 +59,7 @@ class FeedCreateView(APIView):
     @extend_schema(
         request={"application/json": {"type": "object"}}, responses={202: s.FeedAcceptedSerializer}
     )
+    @idempotent
     def post(self, request, store_id: int):
         store = _store_for_feed(request, store_id)
         if (request.content_type or "").split(";")[0].strip() != "application/json":
@@ -70,6 +73,7 @@ class FeedCsvCreateView(APIView):
     @extend_schema(
         request={"multipart/form-data": s.CsvUploadSerializer}, responses={202: s.FeedAcceptedSerializer}
     )
+    @idempotent
     def post(self, request, store_id: int):
         store = _store_for_feed(request, store_id)
         upload = request.data.get("file")
@@ -127,6 +131,7 @@ class SignalCreateView(APIView):
     """A shopper found (or did not find) an item at the shelf (the shopper app, or a merchant user)."""
 
     @extend_schema(request=s.SignalInputSerializer, responses={201: None})
+    @idempotent
     def post(self, request):
         data = s.SignalInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -22,6 +22,7 @@ from apps.inventory.services.oos_model import oos_model_train
 from apps.inventory.services.purge import inventory_purge_expired
 from apps.inventory.services.review import held_items_approve, held_items_reject
 from apps.inventory.services.runs import (
+    ingestion_run_busy_retry,
     ingestion_run_process,
     ingestion_run_requeue,
     ingestion_runs_requeue_stale,
@@ -43,6 +44,7 @@ __all__ = [
     "feed_submit_json",
     "held_items_approve",
     "held_items_reject",
+    "ingestion_run_busy_retry",
     "ingestion_run_process",
     "ingestion_run_requeue",
     "ingestion_runs_requeue_stale",

@@ -8,18 +8,23 @@ run's progress counters, guarded by the run's claim token and batch number. A ba
 commits together with its progress or not at all: a killed worker's run resumes at the next batch
 with no duplicate or lost items. Write-free batches (an unchanged re-feed) are folded into one
 commit, and commits run on a writer thread so the database and the pipeline work in parallel.
+While a worker holds a run, a heartbeat thread keeps its heartbeat fresh, however long one
+commit takes; a run whose heartbeat goes quiet is orphaned (conf.stale_after_s) and resumed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 
-from apps.inventory import pipeline
+from apps.inventory import conf, pipeline
+
+logger = logging.getLogger(__name__)
 
 CLAIM_SQL = """
 UPDATE inventory_ingestionrun r SET status = 'running', claim_token = %(token)s, attempts = r.attempts + 1,
@@ -144,7 +149,15 @@ WHERE id = %(run)s AND claim_token = %(token)s
 RETURNING status
 """
 
-HEARTBEAT_S = 1.0
+# Only while the claim is ours; a row the writer's commit holds is skipped: that commit writes
+# the heartbeat itself, and the heartbeat must never wait behind it.
+HEARTBEAT_SQL = """
+UPDATE inventory_ingestionrun SET heartbeat_at = clock_timestamp()
+WHERE id = (SELECT id FROM inventory_ingestionrun WHERE id = %(run)s AND claim_token = %(token)s
+            FOR UPDATE SKIP LOCKED)
+"""
+
+HEARTBEAT_S = conf.HEARTBEAT_S
 
 
 def stage_table_create(cursor) -> None:
@@ -213,6 +226,46 @@ def binary_cursor():
     raw = psycopg.Cursor(connection.connection)
     raw.format = psycopg.pq.Format.BINARY
     return _logged(connection, raw)
+
+
+class Heartbeat:
+    """Writes a claimed run's heartbeat every HEARTBEAT_S from a thread of its own, on its own
+    database connection, for as long as the run is processed (a context manager).
+
+    Commits carry the heartbeat too, but one commit may wait on locks or a slow disk for longer
+    than the stale window; the run's worker is alive all the while and must keep it. A worker
+    that dies takes this thread with it, so its run goes quiet and is resumed elsewhere.
+    """
+
+    def __init__(self, run_id: int, token: uuid.UUID, *, interval: float = HEARTBEAT_S) -> None:
+        self.params = {"run": run_id, "token": token}
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"inventory-heartbeat-{run_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        # `connection` is per thread: this one opens its own, in autocommit, and closes it.
+        try:
+            while not self.stopped.wait(self.interval):
+                try:
+                    with connection.cursor() as cursor:
+                        cursor.execute(HEARTBEAT_SQL, self.params)
+                except Exception:
+                    # The writer meets the same database error and fails the run; until then, beat
+                    # on, on a new connection (a broken one would fail every beat after).
+                    run_id = self.params["run"]
+                    logger.warning("ingestion run %s: heartbeat not written", run_id, exc_info=True)
+                    connection.close()
+        finally:
+            connection.close()
 
 
 class Pending:

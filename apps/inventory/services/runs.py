@@ -1,5 +1,6 @@
 """Ingestion runs: claim a run, process its feed batch by batch to the end (or fail it), and put
-runs back in the queue: stale ones (their worker died) by the beat job, failed ones by ops.
+runs back in the queue: stale ones (their worker died, or their message never reached the broker)
+by the beat job, failed ones by ops.
 
 The statements and the batch writer are the engine's (services/engine.py); this module decides
 what a run does with them.
@@ -62,7 +63,7 @@ def ingestion_run_process(*, run_id: int) -> str:
             return "waiting"
         return "busy" if run.status == RunStatus.RUNNING else "skipped"
     try:
-        with _cyclic_gc_paused():
+        with engine.Heartbeat(run_id, token), _cyclic_gc_paused():
             prediction = _run_batches(run_id, token, claimed)
     except engine.ClaimLost:
         logger.warning("ingestion run %s was re-claimed by another worker", run_id)
@@ -194,8 +195,31 @@ def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
     return prediction
 
 
-def ingestion_runs_requeue_stale(*, stale_after_s: int | None = None, limit: int = 100) -> list[int]:
-    """Beat job: re-queue runs whose worker stopped heartbeating (or whose message was lost)."""
+def ingestion_run_busy_retry(*, run_id: int, seen_heartbeat: str | None = None) -> tuple[float, str] | None:
+    """When a message for a run that another worker holds should look again: (seconds until the
+    run's heartbeat turns stale, that heartbeat), or None when the message is not needed any more.
+
+    Such a message is redelivered after its worker died (the heartbeat stops: it claims as soon
+    as the heartbeat is stale, not a fixed while later), or is a duplicate sent while the run was
+    waiting in the broker. `seen_heartbeat` is the heartbeat the message saw last time: moved on
+    since, a live worker holds the run, and the beat job covers that worker dying later.
+    """
+    run = IngestionRun.objects.filter(pk=run_id).values("status", "heartbeat_at").first()
+    if run is None or run["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
+        return None
+    heartbeat = run["heartbeat_at"].isoformat()
+    if run["status"] == RunStatus.QUEUED:
+        return 0.0, heartbeat  # put back in the queue meanwhile: claimable now
+    if seen_heartbeat is not None and seen_heartbeat != heartbeat:
+        return None
+    # The claim's own rule (ingestion_run_process): stale once older than stale_after_s.
+    age = (timezone.now() - run["heartbeat_at"]).total_seconds()
+    return max(0.0, conf.stale_after_s() - age) + 1.0, heartbeat
+
+
+def ingestion_runs_requeue_stale(*, stale_after_s: float | None = None, limit: int = 100) -> list[int]:
+    """Beat job: re-queue runs whose worker stopped heartbeating, or whose message never reached
+    the broker (a feed accepted while it was down): a queued run's heartbeat is its submission."""
     cutoff = timezone.now() - timedelta(
         seconds=conf.stale_after_s() if stale_after_s is None else stale_after_s
     )
