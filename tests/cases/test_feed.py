@@ -1,7 +1,6 @@
 """The CaseEvent change feed: ordered, exactly-once consumers; the writer fence; the metrics rollup."""
 
 import threading
-import time
 
 import pytest
 from django.db import connection, transaction
@@ -12,6 +11,7 @@ from apps.core import feed
 from apps.core.models import FeedCursor
 from tests.factories.accounts import AgentFactory
 from tests.factories.cases import QueueFactory, make_case
+from tests.utils.waiting import wait_for
 
 
 @pytest.mark.django_db
@@ -47,15 +47,6 @@ def test_a_failing_handler_does_not_advance_the_position():
 # Bounds on waiting for another thread or process: only a hang reaches them, however loaded
 # the machine; nothing is asserted about how long anything takes.
 HANG = 120.0
-
-
-def wait_for(predicate, what: str) -> None:
-    """Poll `predicate` until it holds; fail (instead of hanging) if it never does."""
-    deadline = time.monotonic() + HANG
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what} after {HANG:g} s")
-        time.sleep(0.02)
 
 
 def waits_for_advisory_lock(pid: int) -> bool:

@@ -23,7 +23,8 @@ import pytest
 import redis
 
 from config import embedded
-from tests.utils.processes import scratch_var_dir, wait_for
+from tests.utils.processes import scratch_var_dir
+from tests.utils.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -129,6 +130,10 @@ def test_make_run_serves_admin(stack):
         assert "Log out" in home.text and 'id="user-tools"' in home.text
         # Static files are served too (the admin is usable, not unstyled).
         assert client.get("/static/admin/css/base.css").status_code == 200
+        # The demo health spec checks the address this stack serves (a free port here, not 8000).
+        spec = client.get("/api/v1/health/specs/platform/")
+        assert spec.status_code == 200, spec.text[:500]
+        assert f"{stack.url}/healthz" in spec.json()["source"]
 
 
 def test_a_second_stack_in_the_same_folder_is_refused_before_it_migrates(stack):

@@ -16,8 +16,8 @@ from apps.health.models import CheckResult, CheckStatus
 from apps.health.services import health_spec_run
 from tests.factories.health import HealthSpecFactory, check_doc
 from tests.health.targets import http_server
-from tests.health.waiting import wait_for
 from tests.utils.processes import celery_worker as start_worker
+from tests.utils.waiting import wait_for
 
 
 def _celery_check(queues, grace=0.0):

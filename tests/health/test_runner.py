@@ -28,8 +28,8 @@ from apps.health.services import (
 from apps.health.streams import STREAMS
 from tests.factories.health import HealthSpecFactory, check_doc
 from tests.health.targets import WAIT_LIMIT_S, http_server
-from tests.health.waiting import wait_for
 from tests.utils.concurrency import run_at_once
+from tests.utils.waiting import wait_for
 
 
 @register

@@ -25,7 +25,8 @@ from apps.inventory.models import IngestionRun, InventoryItem, RunStatus
 from apps.inventory.tasks import ingestion_run_process
 from tests.factories.accounts import MerchantUserFactory
 from tests.factories.inventory import StoreFactory, catalog_create, feed_body, feed_items
-from tests.utils.processes import celery_worker, wait_for
+from tests.utils.processes import celery_worker
+from tests.utils.waiting import wait_for
 
 # The stale window config/settings.py sets by default (max(10 s, 5 heartbeats) and some slack).
 STALE_AFTER_S = 15

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -13,18 +12,9 @@ from apps.inventory.models import IngestionRun, InventoryItem, RunStatus
 from apps.inventory.tasks import ingestion_run_process
 from tests.factories.inventory import StoreFactory, catalog_create, feed_body, feed_items
 from tests.utils.processes import celery_worker
+from tests.utils.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def state(store) -> list[tuple]:

@@ -11,7 +11,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -70,16 +69,6 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
-
-
-def wait_for(predicate: Callable[[], T], what: str, *, timeout: float = 60.0, interval: float = 0.1) -> T:
-    """The first truthy value of `predicate()`; AssertionError naming `what` once `timeout` passes.
-    The timeout only bounds a hang: nothing is asserted about how long anything takes."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}"
-        time.sleep(interval)
-    return value
 
 
 @contextlib.contextmanager

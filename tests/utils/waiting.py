@@ -1,4 +1,8 @@
-"""Waiting for something to happen in another thread or process: poll with a generous deadline."""
+"""Waiting for something to happen in another thread or process: poll with a generous deadline.
+
+The deadline only bounds a hang: nothing is asserted about how long anything takes, so a loaded
+2-core machine cannot fail a test by being slow.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], what: str, *, timeout: float = 30.0, interval: float = 0.05) -> T:
+def wait_for(predicate: Callable[[], T], what: str = "condition", *, timeout: float = 120.0,
+             interval: float = 0.05) -> T:
     """The first truthy value of `predicate()`; AssertionError naming `what` once `timeout` passes."""
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
