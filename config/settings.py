@@ -6,6 +6,7 @@ benchmarks) gets the same services with no setup.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -40,7 +41,7 @@ CSRF_TRUSTED_ORIGINS = env.list(
 )
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "apps.core.admin_site.CasehubAdminConfig",  # django.contrib.admin, closed to merchant users
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -53,6 +54,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
     "apps.core",
     "apps.cases",
     "apps.assignment",
@@ -63,6 +65,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Right after Security: refuses oversized bodies and unstorable query strings or paths before
+    # anything reads them (JSON 413/400 under /api/).
+    "apps.core.middleware.EdgeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -70,6 +75,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a sign-in refused by a lockout into the lockout page (django-axes).
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "apps.core.auth.LoginThrottleBackend",  # first: refuses locked-out sign-ins before any check
+    "apps.core.auth.AccountBackend",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -95,6 +107,10 @@ DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# An unreachable database fails a request (or a /metrics scrape) in seconds instead of hanging.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5)
+)
 # A worker started by the tests must use the test database (see tests/conftest.py).
 if env("CASEHUB_DB_NAME", default=""):
     DATABASES["default"]["NAME"] = env("CASEHUB_DB_NAME")
@@ -125,7 +141,22 @@ CHANNEL_LAYERS = {
 }
 REDIS_COUNTERS_URL = redis_url(3)  # assignment counters, leases: rebuildable state
 
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Sessions in the database only: the admin keeps working while Redis is down, and a logout can
+# never be undone by a stale cache entry once Redis returns.
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
+# Sign-in throttling (django-axes): admin form and API Basic auth count alike. A username is
+# locked from the address it failed from, so a guessing client cannot lock its victim out elsewhere.
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Attempts while locked do not restart the cool-off: the lockout ends when it says it will.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "apps.core.auth.lockout_response"
+# The address is REMOTE_ADDR: behind a load balancer, uvicorn's --forwarded-allow-ips makes it
+# the client's own rather than the balancer's.
 
 # Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=redis_url(0))
@@ -141,7 +172,17 @@ CELERY_QUEUES_ALL = ["default", "assignment", "ingestion", "health"]
 CELERY_TASK_ACKS_LATE = True  # a task whose worker dies is redelivered, never lost
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+# A send while the broker is down gives up within about a second: the request that committed its
+# data still answers, and a requeue job sends the work later (apps/core/scheduling.py).
+_broker_connect_timeout = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = _broker_connect_timeout  # AMQP brokers
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    "socket_connect_timeout": _broker_connect_timeout,  # Redis brokers
+}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -151,9 +192,11 @@ CELERY_TIMEZONE = "UTC"
 
 # REST framework ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # Basic first: an anonymous call gets 401 with `WWW-Authenticate: Basic realm="api"` (DRF asks
+    # the first class for the challenge); browser sessions still authenticate, with CSRF.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.core.auth.ApiBasicAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -161,6 +204,13 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api.exception_handlers.exception_handler",
+    # Strict JSON, form and multipart parsers: depth, NUL/surrogates, non-finite and out-of-range
+    # numbers are field-level 400s (apps/core/input.py), never a 500 later in the database.
+    "DEFAULT_PARSER_CLASSES": [
+        "apps.core.api.parsers.JSONParser",
+        "apps.core.api.parsers.FormParser",
+        "apps.core.api.parsers.MultiPartParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Casehub API",
@@ -242,10 +292,23 @@ HEALTH_LOG_ROOTS = env.list("HEALTH_LOG_ROOTS", default=[])
 INVENTORY_BATCH_SIZE = env.int("INVENTORY_BATCH_SIZE", default=1000)
 # A pause after each batch; only tests that must catch a run mid-way (kill/resume) set it.
 INVENTORY_THROTTLE_S = env.float("INVENTORY_THROTTLE_S", default=0.0)
-INVENTORY_STALE_AFTER_S = env.int("INVENTORY_STALE_AFTER_S", default=120)
+# A run is orphaned (its worker died, or its message never reached the broker) once its heartbeat,
+# written every second, is this old; conf.stale_after_s() never goes under max(10 s, 5 heartbeats).
+INVENTORY_STALE_AFTER_S = env.int("INVENTORY_STALE_AFTER_S", default=15)
 INVENTORY_MAX_ATTEMPTS = env.int("INVENTORY_MAX_ATTEMPTS", default=3)
 INVENTORY_PAYLOAD_TTL_DAYS = env.int("INVENTORY_PAYLOAD_TTL_DAYS", default=7)
 INVENTORY_REJECTION_TTL_DAYS = env.int("INVENTORY_REJECTION_TTL_DAYS", default=14)
 INVENTORY_SIGNAL_TTL_DAYS = env.int("INVENTORY_SIGNAL_TTL_DAYS", default=90)
 INVENTORY_CSV_MAX_BYTES = env.int("INVENTORY_CSV_MAX_BYTES", default=20 * 1024 * 1024)
+
+# Edge rules (apps/core/input.py, apps/core/middleware.py).
+API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=64)
+# Multipart bodies (file uploads) may be larger than DATA_UPLOAD_MAX_MEMORY_SIZE, since Django streams
+# file parts to disk; past this they are refused with a 413 before being read.
+UPLOAD_MAX_BYTES = env.int(
+    "UPLOAD_MAX_BYTES", default=max(DATA_UPLOAD_MAX_MEMORY_SIZE, INVENTORY_CSV_MAX_BYTES + 1024 * 1024)
+)
 INVENTORY_SIGNAL_WINDOW_DAYS = env.int("INVENTORY_SIGNAL_WINDOW_DAYS", default=14)
+
+# API: Idempotency-Key records are kept this long, then purged by core's hourly job.
+IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)

@@ -19,6 +19,7 @@ from tests.factories.accounts import UserFactory
 from tests.factories.cases import make_case
 from tests.factories.health import HealthSpecFactory, check_doc
 
+
 def up(text: str, collector: str) -> str | None:
     prefix = f'casehub_metrics_collector_up{{collector="{collector}"}} '
     return next((line.removeprefix(prefix) for line in text.splitlines() if line.startswith(prefix)), None)
