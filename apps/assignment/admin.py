@@ -1,4 +1,7 @@
+"""Agents in the admin: ops edit every agent; an agent edits only their own presence."""
+
 from django.contrib import admin
+from django.utils import timezone
 
 from apps.assignment.models import Agent
 
@@ -10,3 +13,33 @@ class AgentAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     search_fields = ["display_name", "user__username", "skills"]
     raw_id_fields = ["user"]
+
+    @staticmethod
+    def _changes_all(request) -> bool:
+        return request.user.has_perm("assignment.change_agent")
+
+    @staticmethod
+    def _changes_own_presence(request, obj) -> bool:
+        return (request.user.has_perm("assignment.change_own_presence")
+                and (obj is None or obj.user_id == request.user.pk))
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # With obj None Django asks "may they change some agent?" (links, list actions); the
+        # change view asks again for the agent it opens, and only their own passes.
+        return self._changes_all(request) or self._changes_own_presence(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and not self._changes_all(request):
+            opts = self.model._meta
+            return [f.name for f in [*opts.fields, *opts.many_to_many]
+                    if f.editable and not f.primary_key and f.name != "presence"]
+        return super().get_readonly_fields(request, obj)
+
+    def get_actions(self, request):
+        # Bulk delete and any bulk change would reach other agents' rows.
+        return super().get_actions(request) if self._changes_all(request) else {}
+
+    def save_model(self, request, obj, form, change):
+        if "presence" in form.changed_data:
+            obj.presence_changed_at = timezone.now()
+        super().save_model(request, obj, form, change)

@@ -26,6 +26,9 @@ class Agent(models.Model):
 
     class Meta:
         ordering = ["display_name"]
+        # Agents set their own presence and nothing else; change_agent (every field of every
+        # agent) is for ops. The admin applies it per object (apps.assignment.admin).
+        permissions = [("change_own_presence", "Can change their own presence")]
         constraints = [
             models.CheckConstraint(condition=models.Q(capacity__lte=100), name="agent_capacity_sane"),
         ]

@@ -11,7 +11,7 @@ import uuid
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import OuterRef, Subquery
@@ -252,6 +252,8 @@ class CaseAdmin(admin.ModelAdmin):
         return super().get_form(request, obj, change=change, form=form, **kwargs)
 
     def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied  # the queue picker below answers before Django's own check would
         if request.method == "GET" and "queue" not in request.GET:
             # Dynamic fields depend on the queue: pick it first.
             queues = Queue.objects.filter(is_active=True, configs__is_active=True).order_by("name")
@@ -384,6 +386,10 @@ class QueueConfigAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return obj is None and super().has_change_permission(request, obj)
 
+    def has_delete_permission(self, request, obj=None):
+        # The active version validates the queue's cases: replace it by activating another first.
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.is_active)
+
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)
         active = selectors.queue_config_active(initial["queue"]) if initial.get("queue") else None
@@ -442,6 +448,9 @@ class SignalOutcomeAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # the record that keeps a retried signal from opening a second case
+
 
 @admin.register(CaseStats)
 class CaseStatsAdmin(admin.ModelAdmin):
@@ -455,3 +464,6 @@ class CaseStatsAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # folded from the change feed: a deleted row would come back with partial counts

@@ -6,6 +6,7 @@ import datetime
 from typing import Any
 
 from django import forms
+from django.utils.html import escape
 
 from apps.assignment.models import Agent
 from apps.cases.models import Queue, Status
@@ -20,13 +21,15 @@ def schema_form_fields(schema: dict) -> dict[str, forms.Field]:
     result: dict[str, forms.Field] = {}
     for name, prop in (schema.get("properties") or {}).items():
         kind = prop.get("type")
+        # Editors write these texts; Django's admin and form templates print help text as HTML
+        # (`|safe`), so every one is escaped here, where it enters a form.
         options: dict[str, Any] = {
             "required": name in required and kind != "boolean",
-            "label": prop.get("title") or name.replace("_", " ").capitalize(),
-            "help_text": prop.get("description", ""),
+            "label": escape(prop.get("title") or name.replace("_", " ").capitalize()),
+            "help_text": escape(prop.get("description", "")),
         }
         if kind == "string" and "enum" in prop:
-            choices = [("", "---------")] + [(v, v) for v in prop["enum"]]
+            choices = [("", "---------")] + [(v, escape(v)) for v in prop["enum"]]
             field: forms.Field = forms.ChoiceField(choices=choices, **options)
         elif kind == "string" and prop.get("format") == "date":
             field = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), **options)

@@ -3,6 +3,12 @@
 Patterns: "app.*" (every permission of an app), "app.view_*" (every view permission of an
 app), or an exact "app.codename". Permissions of models that do not exist are skipped, so a
 role picks up new models as the apps grow.
+
+Some rules hold per object on top of these, in the admin classes and API views: an agent changes
+only their own Agent row, and of it only the presence (`assignment.change_own_presence`);
+merchant users (MerchantUser) never enter the admin, whatever their flags
+(apps.core.admin_site); inventory API data is scoped to a merchant user's own stores.
+tests/core/test_roles.py holds the expected answer of every admin and API page for each role.
 """
 
 from __future__ import annotations
@@ -13,17 +19,20 @@ AGENT, OPS, QUEUE_CONFIG_EDITOR, MERCHANT = "agent", "ops", "queue-config-editor
 ROLES = (AGENT, OPS, QUEUE_CONFIG_EDITOR, MERCHANT)
 
 ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
-    # Agents work cases: read and update them, add notes, see queues, agents and merchants.
+    # Agents work cases: read and update them, add notes, see queues, agents and merchants;
+    # of agents they change only their own presence.
     AGENT: (
         "cases.view_*", "cases.add_case", "cases.change_case", "cases.add_caseevent",
-        "assignment.view_*", "assignment.change_agent",
+        "assignment.view_*", "assignment.change_own_presence",
         "merchants.view_*", "merchants.add_message",
         "inventory.view_*",
     ),
-    # Ops run the platform: everything in the product apps, schedules, and user lists.
+    # Ops run the platform: everything in the product apps, schedules, and user lists; they see
+    # sign-in lockouts and lift one by deleting it.
     OPS: (
         "cases.*", "assignment.*", "inventory.*", "merchants.*", "health.*",
         "django_celery_beat.*", "auth.view_user", "auth.view_group",
+        "axes.view_*", "axes.delete_accessattempt",
     ),
     # Queue configuration editors change queue settings themselves, nothing else.
     QUEUE_CONFIG_EDITOR: (

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
-from django.db.models import Count, Q
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from apps.core.errors import ApplicationError
+from apps.core.scheduling import task_send_each_on_commit
 from apps.health import services, tasks
-from apps.health.models import FAILING_STATUSES, CheckResult, HealthSpec
-from apps.health.selectors import health_dashboard
+from apps.health.models import CheckResult, HealthSpec
+from apps.health.selectors import (
+    health_check_status,
+    health_dashboard,
+    health_spec_rollup_annotations,
+    health_spec_status_from_counts,
+)
 
 DASHBOARD_REFRESH_S = 5
 
@@ -65,11 +69,7 @@ class HealthSpecAdmin(admin.ModelAdmin):
         return ["name", "managed_by", "checks_overview"] if obj else ["managed_by"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            n_checks=Count("checks"),
-            n_failing=Count("checks", filter=Q(checks__last_status__in=FAILING_STATUSES)),
-            n_completed=Count("checks", filter=~Q(checks__last_status="")),
-        )
+        return super().get_queryset(request).annotate(**health_spec_rollup_annotations())
 
     @admin.display(description="checks", ordering="n_checks")
     def check_count(self, obj) -> int:
@@ -77,8 +77,8 @@ class HealthSpecAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def status_badge(self, obj) -> str:
-        status = "failure" if obj.n_failing else ("success" if obj.n_completed else "pending")
-        colour = {"failure": "#c62828", "success": "#2e7d32"}.get(status, "#757575")
+        status = health_spec_status_from_counts(obj)
+        colour = {"failure": "#c62828", "success": "#2e7d32", "stale": "#ef6c00"}.get(status, "#757575")
         return format_html('<strong class="health-status health-{}" style="color: {}">{}</strong>',
                            status, colour, status)
 
@@ -91,8 +91,9 @@ class HealthSpecAdmin(admin.ModelAdmin):
     def checks_overview(self, obj) -> str:
         # Checks are derived from the document by the service, so they are shown, never edited here.
         rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{:g}s / {:g}s</td><td>{}</td><td>{}</td></tr>",
-            ((c.name, c.type, c.interval_s, c.timeout_s, c.last_status or "pending",
+            # Numbers formatted first: format_html escapes its arguments into text, which "{:g}" refuses.
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((c.name, c.type, f"{c.interval_s:g}s / {c.timeout_s:g}s", health_check_status(c),
               c.last_run_at.strftime("%H:%M:%S") if c.last_run_at else "never")
              for c in obj.checks.order_by("name")),
         )
@@ -120,7 +121,7 @@ class HealthSpecAdmin(admin.ModelAdmin):
     @admin.action(description="Run the checks now", permissions=["change"])
     def run_now(self, request, queryset):
         ids = list(queryset.values_list("id", flat=True))
-        transaction.on_commit(lambda: [tasks.health_spec_run.delay(spec_id) for spec_id in ids])
+        task_send_each_on_commit(tasks.health_spec_run, [(spec_id,) for spec_id in ids])
         messages.success(request, f"Queued a run of {len(ids)} spec(s).")
 
     @admin.action(description="Enable", permissions=["change"])

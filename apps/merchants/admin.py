@@ -1,10 +1,29 @@
+"""Merchants and their API users. A merchant user works through the API only, so a staff account
+cannot be made one (the admin site refuses merchant users in any case)."""
+
+from django import forms
 from django.contrib import admin
 
 from apps.merchants.models import Merchant, MerchantUser
 
 
+class MerchantUserForm(forms.ModelForm):
+    class Meta:
+        model = MerchantUser
+        fields = ["user", "merchant"]
+
+    def clean_user(self):
+        user = self.cleaned_data["user"]
+        if user.is_staff or user.is_superuser:
+            raise forms.ValidationError(
+                "A merchant user uses the API only: this account is staff. Create a separate account "
+                "for the merchant, or take the staff flag off this one first.", code="staff_merchant")
+        return user
+
+
 class MerchantUserInline(admin.TabularInline):
     model = MerchantUser
+    form = MerchantUserForm
     extra = 0
     raw_id_fields = ["user"]
 
@@ -19,6 +38,7 @@ class MerchantAdmin(admin.ModelAdmin):
 
 @admin.register(MerchantUser)
 class MerchantUserAdmin(admin.ModelAdmin):
+    form = MerchantUserForm
     list_display = ["user", "merchant", "created_at"]
     list_select_related = ["user", "merchant"]
     search_fields = ["user__username", "merchant__name", "merchant__external_id"]

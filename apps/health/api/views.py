@@ -17,12 +17,13 @@ from rest_framework.views import APIView
 from apps.core.api.pagination import DefaultPagination
 from apps.core.errors import ApplicationError
 from apps.health.selectors import (
+    health_check_status,
     health_spec_gate,
     health_spec_get,
     health_spec_list,
     health_spec_overview,
+    health_spec_status,
     health_system_status,
-    overall_status,
 )
 from apps.health.services import health_spec_apply, health_spec_delete
 from apps.health.views import bearer_token_matches
@@ -112,7 +113,7 @@ class CheckSerializer(serializers.Serializer):
     last_run_at = serializers.DateTimeField(allow_null=True)
 
     def get_status(self, check) -> str:
-        return check.last_status or "pending"
+        return health_check_status(check)
 
 
 class SpecSerializer(serializers.Serializer):
@@ -126,7 +127,7 @@ class SpecSerializer(serializers.Serializer):
     checks = CheckSerializer(many=True)
 
     def get_status(self, spec) -> str:
-        return overall_status(c.last_status for c in spec.checks.all())
+        return health_spec_status(spec)
 
 
 class SpecApplySerializer(serializers.Serializer):
