@@ -1,7 +1,8 @@
 """The README's `make run`, for real: one stack, started once, serves, heals and stops.
 
 The tests share that stack and run in file order: it serves the admin; a second stack on its
-folder is refused; each child and embedded service killed with SIGKILL comes back; a bystander
+folder is refused; each child and embedded service killed with SIGKILL comes back; a feed
+interrupted by SIGKILL of the worker, Redis and PostgreSQL completes exactly once; a bystander
 neither starts nor stops services; Ctrl-C stops everything in order. Last, a crash loop stops
 a stack with a failure.
 """
@@ -60,6 +61,9 @@ class Stack:
                     if k not in {"PYTEST_VERSION", "DJANGO_ALLOW_ASYNC_UNSAFE", "CASEHUB_DB_NAME",
                                  "CASEHUB_EMBEDDED_QUIET"}}
         self.env["CASEHUB_VAR_DIR"] = str(var)
+        # Feeds run slowly enough to be killed mid-run (demo feeds are one batch each), and have
+        # attempts to spare for every fault the feed test injects.
+        self.env.update(INVENTORY_THROTTLE_S="0.4", INVENTORY_MAX_ATTEMPTS="6")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -193,6 +197,78 @@ def test_killed_services_come_back_where_they_were_with_their_data(stack):
     for name, old, new in restarts:
         assert any(r.get("unit") == name and r["unit_pid"] == old and "restart_in_s" in r for r in logs), logs
         assert any(r["message"] == f"{name} restarted (pid {new})" for r in logs), logs
+
+
+def _run_row(pgdata: Path, run_id: int) -> dict | None:
+    """The run as the database has it; None while PostgreSQL is down."""
+    try:
+        with _pg(pgdata) as conn:
+            conn.row_factory = psycopg.rows.dict_row
+            return conn.execute("""
+                SELECT status, attempts, batches_done, items_done, received, created, updated, unchanged,
+                    rejected,
+                    (SELECT count(*) FROM inventory_itemrejection r WHERE r.run_id = i.id) AS rejection_rows,
+                    (SELECT count(DISTINCT sku) FROM inventory_itemrejection r WHERE r.run_id = i.id)
+                        AS rejected_skus,
+                    (SELECT count(*) FROM inventory_itemrejection r WHERE r.run_id = i.id
+                        AND r.sku LIKE 'GHOST-%%') AS ghost_rejections,
+                    (SELECT count(*) FROM inventory_inventoryitem t WHERE t.updated_run_id = i.id)
+                        AS written_rows
+                FROM inventory_ingestionrun i WHERE id = %s""", [run_id]).fetchone()
+    except psycopg.OperationalError:
+        return None
+
+
+def test_a_feed_survives_kill_9_of_worker_redis_and_postgres_and_its_retry_creates_nothing(stack):
+    pgdata = stack.var / "postgres"
+    with _pg(pgdata) as conn:
+        store_id, merchant_id = conn.execute(
+            "SELECT id, merchant_id FROM inventory_store ORDER BY id LIMIT 1").fetchone()
+        skus = [sku for (sku,) in conn.execute(
+            "SELECT sku FROM inventory_catalogitem WHERE merchant_id = %s ORDER BY sku", [merchant_id])]
+        runs_before = conn.execute("SELECT count(*) FROM inventory_ingestionrun").fetchone()[0]
+    # 20 batches of 1,000 (throttled): every catalog SKU at a new price, and SKUs the catalog lacks,
+    # each rejected with its reason. Every item must end up written or rejected exactly once.
+    items = [{"sku": sku, "price": 7.77, "available": True} for sku in skus]
+    items += [{"sku": f"GHOST-{n:05d}", "price": 1.0, "available": True} for n in range(20_000 - len(items))]
+    body = json.dumps({"items": items})
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "feed-under-faults-1"}
+    with httpx.Client(base_url=stack.url, auth=("ops", "ops"), timeout=30) as client:
+        first = client.post(f"/api/v1/inventory/stores/{store_id}/feeds/", content=body, headers=headers)
+        assert first.status_code == 202, first.text
+        run_id = first.json()["run_id"]
+
+        def progressed_past(batches: int):
+            return lambda: (row := _run_row(pgdata, run_id)) and row["batches_done"] > batches and row
+
+        row = wait_for(progressed_past(2), "the run to commit three batches", timeout=120)
+        os.kill(stack.record()["children"]["worker"], signal.SIGKILL)
+        # The run's own heartbeat goes silent; the stale check (beat, every 5 s) queues it again and
+        # the restarted worker resumes it after its last committed batch.
+        row = wait_for(lambda: (r := _run_row(pgdata, run_id)) and r["attempts"] >= 2
+                       and r["batches_done"] > row["batches_done"] and r, "the run to resume", timeout=120)
+        os.kill(embedded._redis_state(stack.var)["pid"], signal.SIGKILL)
+        row = wait_for(progressed_past(row["batches_done"] + 1), "progress with Redis restarted", timeout=120)
+        os.kill(embedded._pg_info(pgdata).pid, signal.SIGKILL)
+        row = wait_for(lambda: (r := _run_row(pgdata, run_id)) and r["status"] in ("succeeded", "failed")
+                       and r, "the run to finish after PostgreSQL restarted", timeout=180)
+
+        assert row["status"] == "succeeded", row
+        assert row["attempts"] >= 2, row
+        assert row["items_done"] == row["received"] == len(items), row
+        assert row["created"] + row["updated"] + row["unchanged"] + row["rejected"] == len(items), row
+        # No batch applied twice across the resumes: one rejection row per rejected item, every
+        # unknown SKU rejected once, and every catalog SKU either written by this run or rejected.
+        assert row["rejected"] == row["rejection_rows"] == row["rejected_skus"], row
+        assert row["ghost_rejections"] == len(items) - len(skus), row
+        assert row["written_rows"] + row["rejected"] - row["ghost_rejections"] == len(skus), row
+
+        stack.wait_ready("readyz after the faults")
+        retry = client.post(f"/api/v1/inventory/stores/{store_id}/feeds/", content=body, headers=headers)
+        assert retry.status_code == 202 and retry.json() == first.json(), retry.text
+        assert retry.headers.get("Idempotent-Replayed") == "true"
+    with _pg(pgdata) as conn:
+        assert conn.execute("SELECT count(*) FROM inventory_ingestionrun").fetchone()[0] == runs_before + 1
 
 
 def test_a_bystander_waits_for_the_stack_and_stops_nothing(stack, tmp_path):
