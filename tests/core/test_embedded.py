@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -18,6 +17,7 @@ import pytest
 import redis
 
 from config import embedded
+from tests.utils.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -111,9 +111,7 @@ def test_crash_leaves_stale_files_that_the_next_start_handles(tmp_path):
     for pid in (owner.pid, pg_pid, redis_pid):
         os.kill(pid, signal.SIGKILL)
     owner.wait(10)
-    deadline = time.monotonic() + 10
-    while embedded._pid_alive(pg_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not embedded._pid_alive(pg_pid), "the killed postmaster to be gone")
     assert (tmp_path / "postgres" / "postmaster.pid").exists()
     assert (tmp_path / "redis" / "redis.json").exists()
 
@@ -156,9 +154,7 @@ def test_a_service_brought_back_while_its_owner_lives_stays_the_owners(tmp_path)
     try:
         redis_pid = json.loads((tmp_path / "redis" / "redis.json").read_text())["pid"]
         os.kill(redis_pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while embedded.service_pid("redis", tmp_path) is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: embedded.service_pid("redis", tmp_path) is None, "the killed Redis to be gone")
         joiner = _run(tmp_path)
         # Back on the port the owner's clients know, and still the owner's: the joiner's exit
         # stopped nothing.
