@@ -274,8 +274,9 @@ LOGGING = {
     },
 }
 
-# The address this stack is reached at (the demo health spec checks its /healthz there).
-CASEHUB_BASE_URL = env("CASEHUB_BASE_URL", default="http://127.0.0.1:8000")
+# The address this stack is reached at (the demo health spec checks its /healthz there). Unset,
+# `make run` fills it in with the host and port it serves on.
+CASEHUB_BASE_URL = env("CASEHUB_BASE_URL", default="")
 
 # Health: readiness waits this long for a Celery worker to answer a ping.
 READYZ_WORKER_TIMEOUT = env.float("READYZ_WORKER_TIMEOUT", default=1.0)

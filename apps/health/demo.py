@@ -15,13 +15,15 @@ from apps.core.progress import Progress
 from apps.health.models import CheckResult, HealthCheck, HealthSpec
 from apps.health.services import health_spec_apply
 
+# Where `make run` serves when nothing else is said (seeding outside it, in tests, say).
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 # A server bound to every interface is reached on loopback from this machine.
 WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}
 
 
 def reachable_base_url() -> str:
     """settings.CASEHUB_BASE_URL, as this machine reaches it."""
-    url = urlsplit(settings.CASEHUB_BASE_URL.rstrip("/"))
+    url = urlsplit((settings.CASEHUB_BASE_URL or DEFAULT_BASE_URL).rstrip("/"))
     host = WILDCARD_HOSTS.get(url.hostname or "")
     if host is None:
         return url.geturl()

@@ -2,9 +2,7 @@
 cross-field checks (errors keyed by field), the core-attribute rules every case write path
 shares, and the legacy export's format."""
 
-import ast
 import json
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -190,15 +188,3 @@ def test_row_count_leaves_out_the_csv_header(tmp_path):
         path.write_text(lines)
         assert count_rows(path, fmt=fmt) == rows
 
-
-def test_services_never_import_tasks():
-    """Tasks call services; a service that imported tasks would tie writes to Celery."""
-    for path in Path(services.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or "", *(f"{node.module}.{alias.name}" for alias in node.names)]
-            else:
-                continue
-            assert not [n for n in names if n.endswith(".tasks") or ".tasks." in n], path.name

@@ -8,7 +8,6 @@ children first and the services this process owns last.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 
@@ -45,8 +44,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         try:
             call_command("migrate", interactive=False, verbosity=0)
-            # The demo health spec checks /healthz where this stack serves; children inherit it.
-            settings.CASEHUB_BASE_URL = os.environ.setdefault("CASEHUB_BASE_URL", f"http://{host}:{port}")
+            # The demo health spec (seeded next) checks /healthz where this stack serves, unless the
+            # address people reach it at was configured.
+            settings.CASEHUB_BASE_URL = settings.CASEHUB_BASE_URL or f"http://{host}:{port}"
             if not no_seed:
                 call_command("seed_demo", no_progress=True)
             supervisor = Supervisor(
