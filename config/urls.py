@@ -25,3 +25,6 @@ admin.site.site_header = "Casehub"
 admin.site.site_title = "Casehub"
 admin.site.index_title = "Support operations"
 admin.site.site_url = None  # no public site: "/" is the admin itself
+
+# API clients get a JSON 404 for a URL that matches no route, as they do for a missing object.
+handler404 = "apps.core.views.not_found"

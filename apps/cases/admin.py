@@ -44,6 +44,7 @@ from apps.cases.models import (
     Status,
 )
 from apps.core.errors import ApplicationError
+from apps.core.input import JSONDocumentError, json_document_load
 
 TIMESTAMPS = ("created_at", "updated_at", "first_assigned_at", "first_response_at", "resolved_at")
 
@@ -77,6 +78,10 @@ class DynamicFieldFilter(admin.SimpleListFilter):
     title = "dynamic field"
     parameter_name = "df"
 
+    def has_output(self) -> bool:
+        # A typed ?df= applies even when no active schema has enum or boolean values to offer.
+        return True
+
     def lookups(self, request, model_admin):
         choices: dict[str, str] = {}
         for schema in selectors.queue_configs_active().values_list("fields_schema", flat=True):
@@ -91,9 +96,16 @@ class DynamicFieldFilter(admin.SimpleListFilter):
             return queryset
         name, raw = self.value().split(":", 1)
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw  # a bare string
+            value = json_document_load(raw)
+        except JSONDocumentError as exc:
+            if exc.code == "parse_error":
+                value = raw  # a bare string
+            else:  # 1e999, "\u0000": no stored field holds such a value, so none matches
+                problems = "; ".join(
+                    " ".join(found) if path == "non_field_errors" else f"{path}: {' '.join(found)}"
+                    for path, found in exc.errors.items())
+                messages.warning(request, f"No case matches the dynamic field filter {name}: {problems}")
+                return queryset.none()
         return queryset.filter(fields__contains={name: value})
 
 

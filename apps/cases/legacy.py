@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from apps.core.input import JSONDocumentError, json_document_load
+
 # Fixed forever: changing it would give every imported case a new id.
 LEGACY_NAMESPACE = uuid.UUID("6f1c2a4e-9b7d-5e3f-8a21-c45e0d9b7a10")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -43,10 +45,14 @@ def legacy_rows(path: str | Path, *, fmt: str | None = None) -> Iterator[tuple[i
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, f"Invalid JSON: {exc.msg}."
-                continue
+                row = json_document_load(line)
+            except JSONDocumentError as exc:
+                if exc.code == "parse_error":  # not JSON, or nested past what can be read
+                    reason = next(iter(exc.errors.values()))[0]
+                    yield number, f"Invalid JSON: {reason.rstrip('.')}."
+                    continue
+                # Values no column can take: the row's check reports each by its field.
+                row = json.loads(line, parse_constant=float)
             yield number, row if isinstance(row, dict) else "Each line must be a JSON object."
 
 

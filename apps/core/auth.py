@@ -15,6 +15,8 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from rest_framework import authentication, exceptions
 
+from apps.core.input import storable_text_error
+
 
 class LoginThrottleBackend(AxesStandaloneBackend):
     """Refuses every sign-in of a locked-out username from the address it failed from.
@@ -88,6 +90,9 @@ class ApiBasicAuthentication(authentication.BasicAuthentication):
     the admin's sign-in form, and a locked-out client is told so (429) instead of "invalid"."""
 
     def authenticate_credentials(self, userid, password, request=None):
+        # Credentials PostgreSQL cannot store never match a user: refuse them before the lookup.
+        if storable_text_error(userid) or storable_text_error(password):
+            raise exceptions.AuthenticationFailed("Invalid username/password.")
         try:
             return super().authenticate_credentials(userid, password, request)
         except exceptions.AuthenticationFailed:

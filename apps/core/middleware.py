@@ -37,7 +37,7 @@ def body_limit(request: HttpRequest) -> int | None:
     content_type = (request.META.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
     data_limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if content_type == "multipart/form-data":
-        return getattr(settings, "UPLOAD_MAX_BYTES", data_limit)
+        return settings.UPLOAD_MAX_BYTES
     return data_limit
 
 

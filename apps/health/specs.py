@@ -1,7 +1,8 @@
 """Spec documents: parse YAML/JSON text and validate it (schema, then rules per check type).
 
 Pure functions with no writes: `apps.health.services.health_spec_apply` is the one place
-that calls them before anything is stored.
+that calls them before anything is stored. Parsing is bounded in input and in output: YAML
+aliases cannot expand a small text into a huge document ("billion laughs").
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from apps.core.input import JSONDocumentError, json_document_errors, json_document_load, storable_text_error
 from apps.core.validation import json_errors
 from apps.health.checks import REGISTRY
 
@@ -19,6 +21,64 @@ SPEC_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
 # A run is one Celery task with a time limit; no single check may hold it longer than this.
 MAX_TIMEOUT_S = 60
 DEFAULTS = {"interval": 30.0, "timeout": 5.0, "grace_period": 0.0}
+# A spec of a few hundred checks is some tens of kilobytes; these leave room for ten times that.
+MAX_DOCUMENT_CHARS = 256 * 1024
+# Counted as if every alias were written out: the size of what validation, storage and the
+# runner would walk.
+MAX_DOCUMENT_NODES = 100_000
+
+
+class DocumentTooLarge(yaml.YAMLError):
+    pass
+
+
+class SpecLoader(yaml.SafeLoader):
+    """SafeLoader that yields JSON types only and refuses documents whose aliases expand past
+    MAX_DOCUMENT_NODES nodes, or refer to themselves (a cycle no JSON document can be).
+
+    PyYAML shares an aliased node instead of copying it, so loading stays cheap; it is every
+    reader after it (schema validation, json.dumps, the database) that would expand the aliases.
+    """
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self.expanded_nodes = 0
+        self.expanded_size: dict[int, int] = {}  # id(node) -> its node count with aliases expanded
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None:  # else PyYAML reports the undefined alias
+                size = self.expanded_size.get(id(node))
+                if size is None:
+                    raise DocumentTooLarge(f"The alias *{event.anchor} refers to a node that contains it "
+                                           f"(line {event.start_mark.line + 1}).")
+                self._grow(size)
+            return super().compose_node(parent, index)
+        start = self.expanded_nodes
+        node = super().compose_node(parent, index)
+        self._grow(1)
+        self.expanded_size[id(node)] = self.expanded_nodes - start
+        return node
+
+    def _grow(self, nodes: int) -> None:
+        self.expanded_nodes += nodes
+        if self.expanded_nodes > MAX_DOCUMENT_NODES:
+            raise DocumentTooLarge(
+                f"The document has more than {MAX_DOCUMENT_NODES} values once its aliases are expanded."
+            )
+
+    def refuse_tag(self, node):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"The tag {node.tag} has no JSON equivalent.", node.start_mark
+        )
+
+
+# A date or time stays the text it was written as, as in JSON; types JSON has no form for are refused.
+SpecLoader.add_constructor("tag:yaml.org,2002:timestamp", SpecLoader.construct_yaml_str)
+for _tag in ("binary", "set", "omap", "pairs"):
+    SpecLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", SpecLoader.refuse_tag)
 
 DOCUMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -57,18 +117,48 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
 
 
 def document_parse(document: str | dict) -> tuple[Any, str, str, dict[str, list[str]]]:
-    """(data, source text, format, errors). JSON when the text starts with "{", else YAML."""
+    """(data, source text, format, errors). JSON when the text starts with "{", else YAML.
+
+    Errors name the value's path ("checks.0.params.url") when a value cannot be taken (NUL,
+    1e999, nesting past the limit), else "document".
+    """
     if isinstance(document, dict):
-        return document, json.dumps(document, indent=2), "json", {}
+        return document, json.dumps(document, indent=2), "json", _value_errors(document)
+    if len(document) > MAX_DOCUMENT_CHARS:
+        too_long = f"The document is {len(document)} characters long; the limit is {MAX_DOCUMENT_CHARS}."
+        return None, document, "yaml", {"document": [too_long]}
+    problem = storable_text_error(document)
+    if problem:
+        return None, document, "yaml", {"document": [problem]}
     text = document.strip()
     if not text:
         return None, document, "yaml", {"document": ["The document is empty."]}
-    fmt = "json" if text.startswith("{") else "yaml"
+    if text.startswith("{"):
+        try:
+            data = json_document_load(text)
+        except JSONDocumentError as exc:
+            prefix = "Invalid JSON: " if exc.code == "parse_error" else ""
+            return None, document, "json", _keyed(exc.errors, prefix=prefix)
+        return data, document, "json", {}
     try:
-        data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        return None, document, fmt, {"document": [f"Invalid {fmt.upper()}: {exc}"]}
-    return data, document, fmt, {}
+        data = yaml.load(text, Loader=SpecLoader)  # a SafeLoader: no Python objects
+    except yaml.YAMLError as exc:
+        return None, document, "yaml", {"document": [f"Invalid YAML: {exc}"]}
+    except RecursionError:
+        return None, document, "yaml", {"document": ["Invalid YAML: nested too deeply."]}
+    except ValueError as exc:  # an integer of more than 4300 digits
+        return None, document, "yaml", {"document": [f"Invalid YAML: {exc}"]}
+    return data, document, "yaml", _value_errors(data)
+
+
+def _value_errors(data: Any) -> dict[str, list[str]]:
+    return _keyed(json_document_errors(data))
+
+
+def _keyed(errors: dict[str, list[str]], *, prefix: str = "") -> dict[str, list[str]]:
+    # A problem of the document as a whole is the "document" field's, as a parse error is.
+    return {("document" if path == "non_field_errors" else path): [prefix + message for message in messages]
+            for path, messages in errors.items()}
 
 
 def document_validate(data: Any) -> tuple[dict, dict[str, list[str]]]:

@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from apps.core.input import storable_text_error
+
 HEURISTIC = "heuristic-v1"
 OOS_THRESHOLD = 0.5
 MAX_HOURS = 720.0  # "time since last seen in stock" is capped at 30 days
@@ -195,14 +197,9 @@ def _shown_sku(raw) -> str:
 
 
 def _storable(text: str) -> bool:
-    """JSONB refuses \\u0000 and UTF-8 a lone surrogate: either would fail the whole batch's write."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+    """JSONB refuses \\u0000 and UTF-8 a lone surrogate: either would fail the whole batch's write.
+    Asked only of text that is not printable, so the shared rule costs the hot loop nothing."""
+    return storable_text_error(text) is None
 
 
 def valid_sku(sku) -> bool:

@@ -44,6 +44,10 @@ def test_apps_read_settings_not_the_environment():
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"
                     and node.attr in ("environ", "getenv")):
                 offenders.append(f"{path.relative_to(APPS)}:{node.lineno}")
+            # getattr(settings, NAME, default) hides a setting's default away from config/settings.py.
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+                    and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == "settings"):
+                offenders.append(f"{path.relative_to(APPS)}:{node.lineno}")
     assert not offenders, f"read these through config/settings.py instead: {offenders}"
 
 

@@ -7,12 +7,14 @@ Dynamic fields, two forms (documented in the OpenAPI schema):
   containment, OR-ed: still served by the GIN `jsonb_path_ops` index.
 - `field.<name>__gt|gte|lt|lte=<number>`: numeric range on one field. Not index-backed on its
   own; combine it with a selective filter (queue, status, containment).
+Numbers are read only from short decimal text within float range (`apps.core.input` rules), so
+`1e999999` is never expanded into a million-digit integer.
 """
 
 from __future__ import annotations
 
 import copy
-import json
+import math
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -23,19 +25,37 @@ from django.http import QueryDict
 from rest_framework.exceptions import ValidationError
 
 from apps.cases.models import Case, Channel, Location, Priority, Status
+from apps.core.api.fields import StrictIsoDateTimeFilter
+from apps.core.input import BIGINT_MAX, JSONDocumentError, json_document_load
 
 DYNAMIC_PARAM = re.compile(r"^field\.(?P<name>[A-Za-z_][A-Za-z0-9_]{0,63}?)(?:__(?P<op>gt|gte|lt|lte))?$")
+# Decimal notation in ASCII digits only: Decimal() alone would also read "1_000", "NaN" and
+# non-ASCII digits, which no JSON number is written as.
+NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+# Checked on the text, before any conversion: a 1e999999 would otherwise become an integer of a
+# million digits (seconds of CPU) that cannot even be sent to the database.
+NUMBER_MAX_CHARS = 64
+NUMBER_MAX_EXPONENT = 308  # a float's range; beyond it no stored number can compare
+NUMBER_MESSAGE = (f"A number is required: decimal notation of at most {NUMBER_MAX_CHARS} characters, "
+                  f"between -1e{NUMBER_MAX_EXPONENT} and 1e{NUMBER_MAX_EXPONENT}.")
 
 
 class JSONObjectField(forms.CharField):
+    """A JSON object in a query parameter, under the rules of every JSON document the API takes
+    (depth, finite numbers, storable text): what jsonb could not hold cannot be contained in it."""
+
     def clean(self, value):
         value = super().clean(value)
         if value in (None, ""):
             return None
         try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError("Must be a JSON object.") from exc
+            parsed = json_document_load(value)
+        except JSONDocumentError as exc:
+            raise forms.ValidationError(
+                [f"{path}: {message}" if path != "non_field_errors" else message
+                 for path, messages in exc.errors.items() for message in messages]
+                or [exc.message]
+            ) from None
         if not isinstance(parsed, dict):
             raise forms.ValidationError("Must be a JSON object.")
         return parsed
@@ -45,20 +65,36 @@ class JSONObjectFilter(django_filters.Filter):
     field_class = JSONObjectField
 
 
+def number_of(raw: str) -> int | float | None:
+    """The JSON number a query-string value spells (None when it spells none we can compare):
+    whole numbers within bigint as int, the rest as a finite float."""
+    text = raw.strip()
+    if len(text) > NUMBER_MAX_CHARS or NUMBER_TEXT.fullmatch(text) is None:
+        return None
+    try:
+        number = Decimal(text)
+    except InvalidOperation:  # an exponent beyond even Decimal's range
+        return None
+    if number and abs(number.adjusted()) > NUMBER_MAX_EXPONENT:
+        return None  # checked before int(): the digits are never spelled out
+    if number == number.to_integral_value() and abs(number) <= BIGINT_MAX:
+        return int(number)
+    value = float(number)
+    return value if math.isfinite(value) else None
+
+
 def value_candidates(raw: str) -> list:
-    """Every JSON value a query-string value may stand for."""
+    """Every JSON value a query-string value may stand for. Text that spells a number no stored
+    value can hold (1e5000, 40 digits) is matched as text only: long digit strings are ids."""
     candidates: list = [raw]
     if raw in ("true", "false"):
         candidates.append(raw == "true")
     elif raw == "null":
         candidates.append(None)
     else:
-        try:
-            number = Decimal(raw)
-        except InvalidOperation:
-            number = None
-        if number is not None and number.is_finite():
-            candidates.append(int(number) if number == number.to_integral_value() else float(number))
+        number = number_of(raw)
+        if number is not None:
+            candidates.append(number)
     return candidates
 
 
@@ -68,11 +104,9 @@ def dynamic_field_q(name: str, raw: str, op: str | None) -> Q:
         for value in value_candidates(raw):
             query |= Q(fields__contains={name: value})
         return query
-    try:
-        number = Decimal(raw)
-    except InvalidOperation:
-        raise ValidationError({f"field.{name}__{op}": ["A number is required."]}) from None
-    value = int(number) if number == number.to_integral_value() else float(number)
+    value = number_of(raw)
+    if value is None:
+        raise ValidationError({f"field.{name}__{op}": [NUMBER_MESSAGE]})
     return Q(**{f"fields__{name}__{op}": value})
 
 
@@ -83,16 +117,18 @@ class CaseFilterSet(django_filters.FilterSet):
     priority = django_filters.TypedChoiceFilter(choices=Priority.choices, coerce=int, label="Priority")
     channel = django_filters.ChoiceFilter(choices=Channel.choices, label="Channel")
     location = django_filters.ChoiceFilter(choices=Location.choices, label="Location")
-    assigned_agent = django_filters.NumberFilter(field_name="assigned_agent_id", label="Assigned agent id")
+    # Bounded like the column: a 23-digit id is a 400 here, not a failed query.
+    assigned_agent = django_filters.NumberFilter(field_name="assigned_agent_id", label="Assigned agent id",
+                                                 min_value=1, max_value=BIGINT_MAX, decimal_places=0)
     unassigned = django_filters.BooleanFilter(field_name="assigned_agent", lookup_expr="isnull",
                                               label="Unassigned")
     merchant_ref = django_filters.CharFilter(label="Merchant external id")
     customer_ref = django_filters.CharFilter(label="Customer id")
     delivery_ref = django_filters.CharFilter(label="Delivery id")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte",
-                                                     label="Created at or after")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt",
-                                                      label="Created before")
+    created_after = StrictIsoDateTimeFilter(field_name="created_at", lookup_expr="gte",
+                                            label="Created at or after")
+    created_before = StrictIsoDateTimeFilter(field_name="created_at", lookup_expr="lt",
+                                             label="Created before")
     fields = JSONObjectFilter(
         method="filter_fields_contains", label="Dynamic fields containment",
         help_text='Dynamic fields containment, a JSON object: {"reason": "late"} (GIN-indexed).',

@@ -5,10 +5,28 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.cases.models import Case, CaseEvent, Channel, Priority, Queue, Status
+from apps.core.input import JSONDocumentError, json_document_load
+
+
+class JSONDocumentField(serializers.JSONField):
+    """JSONField whose text form (a form or multipart field) is read under the API's document rules,
+    as a JSON body is by the parser: DRF's own json.loads would let NaN, 1e999 and any depth through."""
+
+    def to_internal_value(self, data):
+        if not (self.binary or getattr(data, "is_json_string", False)):
+            return super().to_internal_value(data)
+        try:
+            return json_document_load(data)
+        except JSONDocumentError as exc:
+            raise serializers.ValidationError(
+                [message if path == "non_field_errors" else f"{path}: {message}"
+                 for path, messages in exc.errors.items() for message in messages]
+            ) from None
 
 
 class CaseEventSerializer(serializers.ModelSerializer):
-    actor = serializers.CharField(source="actor.username", default=None, read_only=True)
+    actor = serializers.CharField(source="actor.username", default=None, read_only=True, allow_null=True,
+                                  help_text="Null for events of the system (no user).")
 
     class Meta:
         model = CaseEvent
@@ -18,7 +36,7 @@ class CaseEventSerializer(serializers.ModelSerializer):
 class CaseSerializer(serializers.ModelSerializer):
     queue = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     assigned_agent_name = serializers.CharField(source="assigned_agent.display_name", default=None,
-                                                read_only=True)
+                                                read_only=True, allow_null=True)
 
     class Meta:
         model = Case
@@ -39,8 +57,8 @@ class CaseDetailSerializer(CaseSerializer):
 
 class CaseCreateSerializer(serializers.Serializer):
     queue = serializers.SlugRelatedField(slug_field="slug", queryset=Queue.objects.filter(is_active=True))
-    fields = serializers.JSONField(required=False, default=dict,
-                                   help_text="Dynamic fields, validated against the queue's JSON Schema.")
+    fields = JSONDocumentField(required=False, default=dict,
+                               help_text="Dynamic fields, validated against the queue's JSON Schema.")
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     channel = serializers.ChoiceField(choices=Channel.choices, default=Channel.WEB)
     subject = serializers.CharField(max_length=300, required=False, default="", allow_blank=True)

@@ -3,7 +3,6 @@ transaction each, bad rows reported by number with field-level reasons."""
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from collections.abc import Iterable
@@ -12,7 +11,6 @@ from datetime import datetime
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from apps.cases import legacy
 from apps.cases.models import (
@@ -29,9 +27,11 @@ from apps.cases.services._events import _created_event, _events_write
 from apps.cases.services.queue_configs import case_fields_validate
 from apps.core.errors import ApplicationError
 from apps.core.feed import feed_writer_enter
+from apps.core.input import JSONDocumentError, json_document_errors, json_document_load, parse_datetime_strict
 from apps.core.progress import SILENT, Progress
 
 logger = logging.getLogger(__name__)
+LEGACY_ID_MAX = Case._meta.get_field("legacy_id").max_length
 
 
 @dataclass
@@ -64,10 +64,14 @@ def _priority_of(raw):
 
 def _legacy_row_to_case(row: dict, queues: dict[str, QueueConfig]) -> Case:
     """A validated, unsaved Case for one import row; raises ApplicationError with field errors."""
-    errors: dict[str, list[str]] = {}
+    # Text and numbers no column can take (NUL, lone surrogates, 1e999) are named by field: one
+    # such value would otherwise fail the insert of the row's whole batch.
+    errors = json_document_errors(row)
     legacy_id = str(row.get("legacy_id") or "").strip()
     if not legacy_id:
         errors["legacy_id"] = ["This field is required."]
+    elif len(legacy_id) > LEGACY_ID_MAX:
+        errors["legacy_id"] = [f"Text of at most {LEGACY_ID_MAX} characters."]
     config = queues.get(str(row.get("queue") or "").strip())
     if config is None:
         errors["queue"] = [f"Unknown queue '{row.get('queue')}'."]
@@ -82,20 +86,23 @@ def _legacy_row_to_case(row: dict, queues: dict[str, QueueConfig]) -> Case:
     if "status" not in errors and config is not None and core["status"] not in _statuses_of(config):
         errors["status"] = [f"Queue '{config.queue.slug}' does not use status '{core['status']}'."]
     created_at: datetime | None = None
-    if row.get("created_at"):
-        created_at = parse_datetime(str(row["created_at"]))
-        if created_at is None:
-            errors["created_at"] = ["Not an ISO 8601 date-time."]
-        elif timezone.is_naive(created_at):
-            created_at = timezone.make_aware(created_at, timezone.UTC)
+    if row.get("created_at") and "created_at" not in errors:
+        try:  # in UTC: the export's offsets may be ones PostgreSQL refuses (+16:00 and more)
+            created_at = parse_datetime_strict(str(row["created_at"]))
+        except ValueError as exc:
+            errors["created_at"] = [str(exc)]
     fields = row.get("fields") or {}
-    if isinstance(fields, str):
+    if isinstance(fields, str) and "fields" not in errors:
         try:
-            fields = json.loads(fields)
-        except json.JSONDecodeError:
-            errors["fields"] = ["Not valid JSON."]
+            fields = json_document_load(fields)
+        except JSONDocumentError as exc:
+            if exc.code == "parse_error":
+                errors["fields"] = ["Not valid JSON."]
+            else:
+                errors.update({("fields" if path == "non_field_errors" else f"fields.{path}"): messages
+                               for path, messages in exc.errors.items()})
             fields = {}
-    if config is not None and "fields" not in errors:
+    if config is not None and not any(key == "fields" or key.startswith("fields.") for key in errors):
         try:
             case_fields_validate(config=config, fields=fields)
         except ApplicationError as exc:

@@ -7,11 +7,11 @@ from django.conf import settings
 from rest_framework import parsers
 
 from apps.core.errors import InvalidInput
-from apps.core.input import MAX_JSON_DEPTH, JSONDocumentError, json_document_load, shown, storable_text_error
+from apps.core.input import JSONDocumentError, json_document_load, shown, storable_text_error
 
 
 def max_json_depth() -> int:
-    return getattr(settings, "API_JSON_MAX_DEPTH", MAX_JSON_DEPTH)
+    return settings.API_JSON_MAX_DEPTH
 
 
 class JSONParser(parsers.JSONParser):

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.api.pagination import DefaultPagination
+from apps.core.api.schema import ErrorSerializer
 from apps.core.errors import ApplicationError
 from apps.health.selectors import (
     health_check_status,
@@ -58,7 +59,7 @@ class GateView(APIView):
     permission_classes = [CanViewHealth]
 
     @extend_schema(parameters=[OpenApiParameter("spec", str, required=True)],
-                   responses={200: GateSerializer, 503: GateSerializer})
+                   responses={200: GateSerializer, 503: GateSerializer, 404: ErrorSerializer})
     def get(self, request):
         name = request.query_params.get("spec", "").strip()
         if not name:
@@ -142,6 +143,7 @@ class SpecApplySerializer(serializers.Serializer):
 
 class SpecListView(APIView):
     permission_classes = [SpecPermission]
+    pagination_class = DefaultPagination  # read by the schema: the list is documented as paginated
 
     @extend_schema(responses={200: SpecSerializer(many=True)})
     def get(self, request):
@@ -157,7 +159,8 @@ class SpecDetailView(APIView):
     def get(self, request, name: str):
         return Response(SpecSerializer(health_spec_get(name=name)).data)
 
-    @extend_schema(request=SpecApplySerializer, responses={200: SpecSerializer, 201: SpecSerializer})
+    @extend_schema(request=SpecApplySerializer,
+                   responses={200: SpecSerializer, 201: SpecSerializer, 409: ErrorSerializer})
     def put(self, request, name: str):
         body = SpecApplySerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -166,7 +169,7 @@ class SpecDetailView(APIView):
         return Response(SpecSerializer(health_spec_get(name=name)).data,
                         status=201 if action == "created" else 200)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, 409: ErrorSerializer})
     def delete(self, request, name: str):
         health_spec_delete(spec=health_spec_get(name=name))
         return Response(status=204)

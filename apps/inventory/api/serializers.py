@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from apps.core.input import BIGINT_MAX
 from apps.inventory import pipeline
 from apps.inventory.models import IngestionRun, InventoryItem, Store
 
@@ -20,6 +21,7 @@ class StoreSerializer(serializers.ModelSerializer):
             "max_price_ratio",
             "sla_seconds",
         ]
+        read_only_fields = fields  # output only: every field is always present
 
 
 class InventoryItemSerializer(serializers.ModelSerializer):
@@ -37,6 +39,7 @@ class InventoryItemSerializer(serializers.ModelSerializer):
             "updated_run_id",
             "updated_at",
         ]
+        read_only_fields = fields  # output only: every field is always present
 
 
 class IngestionRunSerializer(serializers.ModelSerializer):
@@ -71,6 +74,7 @@ class IngestionRunSerializer(serializers.ModelSerializer):
             "sla_met",
             "error",
         ]
+        read_only_fields = fields  # output only: every field is always present
 
 
 class FeedAcceptedSerializer(serializers.Serializer):
@@ -80,7 +84,7 @@ class FeedAcceptedSerializer(serializers.Serializer):
 
 
 class SignalInputSerializer(serializers.Serializer):
-    store_id = serializers.IntegerField()
+    store_id = serializers.IntegerField(min_value=1, max_value=BIGINT_MAX)
     sku = serializers.CharField(max_length=pipeline.SKU_MAX)
     found = serializers.BooleanField()
 
@@ -88,6 +92,10 @@ class SignalInputSerializer(serializers.Serializer):
         if not pipeline.valid_sku(value):  # the feed's rule: no control characters, storable
             raise serializers.ValidationError("Enter a SKU of printable characters.")
         return value
+
+
+class SignalRecordedSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The recorded signal.")
 
 
 class CsvUploadSerializer(serializers.Serializer):

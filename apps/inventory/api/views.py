@@ -6,13 +6,14 @@ Creating requests take an Idempotency-Key (apps/core/idempotency.py).
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import PermissionDenied, UnsupportedMediaType
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.api.schema import ErrorSerializer
 from apps.core.errors import ApplicationError
 from apps.core.idempotency import idempotent
 from apps.inventory import selectors, services
@@ -84,6 +85,9 @@ class FeedCsvCreateView(APIView):
         return _accepted(services.feed_submit_csv_upload(store=store, upload=upload))
 
 
+@extend_schema_view(get=extend_schema(parameters=[
+    OpenApiParameter("display_status", str, enum=DisplayStatus.values, description="Only items shown so."),
+]))
 class StoreItemListView(generics.ListAPIView):
     """A store's current inventory in SKU order; `?display_status=held` etc. filters it."""
 
@@ -130,7 +134,9 @@ class RunDetailView(generics.RetrieveAPIView):
 class SignalCreateView(APIView):
     """A shopper found (or did not find) an item at the shelf (the shopper app, or a merchant user)."""
 
-    @extend_schema(request=s.SignalInputSerializer, responses={201: None})
+    # 404: another merchant's store, or none (the store is named in the body, not the path).
+    @extend_schema(request=s.SignalInputSerializer,
+                   responses={201: s.SignalRecordedSerializer, 404: ErrorSerializer})
     @idempotent
     def post(self, request):
         data = s.SignalInputSerializer(data=request.data)
@@ -139,4 +145,4 @@ class SignalCreateView(APIView):
         signal = services.shopper_signal_record(
             store=store, sku=data.validated_data["sku"], found=data.validated_data["found"]
         )
-        return Response({"id": signal.pk}, status=status.HTTP_201_CREATED)
+        return Response(s.SignalRecordedSerializer({"id": signal.pk}).data, status=status.HTTP_201_CREATED)

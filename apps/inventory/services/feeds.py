@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError
+from apps.core.input import JSONDocumentError, json_document_load
 from apps.inventory import conf
 from apps.inventory.models import IngestionRun, RunSource, Store
 from apps.inventory.services.scheduling import ingestion_run_schedule
@@ -35,6 +37,9 @@ CSV_CONTENT_TYPES = {
 }
 CSV_ENCODING = "utf-8-sig"  # UTF-8, with or without the byte-order mark spreadsheets write
 MAX_FEED_ITEMS = 500_000
+# Problems found inside one item ("items.3.price": 1e400) are that item's: the pipeline rejects
+# it alone, with a reason, and applies the rest of the feed.
+_ITEM_PATH = re.compile(r"items\.\d+(?:\.|$)")
 
 
 def _run_create(
@@ -70,13 +75,12 @@ def _run_create(
 def feed_submit_json(
     *, store: Store, body: bytes, batch_size: int | None = None, enqueue: bool = True
 ) -> IngestionRun:
-    """Accept a whole-store JSON feed `{"items": [...]}`: persist it raw, create a run, enqueue it."""
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApplicationError(
-            "The body is not valid JSON.", errors={"non_field_errors": [str(exc)]}
-        ) from exc
+    """Accept a whole-store JSON feed `{"items": [...]}`: persist it raw, create a run, enqueue it.
+
+    The whole feed is refused only when it is not JSON, too deep to read, or not shaped as a
+    feed; a bad value inside an item is left for the pipeline to reject with that item.
+    """
+    document = _feed_document(body)
     if not isinstance(document, dict) or "items" not in document:
         raise ApplicationError("Invalid feed.", errors={"items": ["This field is required."]})
     items = document["items"]
@@ -95,6 +99,19 @@ def feed_submit_json(
         batch_size=batch_size,
         enqueue=enqueue,
     )
+
+
+def _feed_document(body: bytes):
+    # Strings are the pipeline's to judge (an unprintable SKU is rejected as such, per item).
+    try:
+        return json_document_load(body, strings=False)
+    except JSONDocumentError as exc:
+        outside_items = {path: messages for path, messages in exc.errors.items()
+                         if not _ITEM_PATH.match(path)}
+        if exc.code == "parse_error" or outside_items:
+            raise ApplicationError(exc.message, errors=outside_items or exc.errors, code=exc.code) from None
+    # Only items have values that cannot be taken (rare): read again, as the run will.
+    return json.loads(body, parse_constant=float)
 
 
 def csv_upload_check_size(*, size: int) -> None:
