@@ -202,7 +202,8 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "apps.core.api.pagination.DefaultPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, documenting the error answers of every operation (apps/core/api/schema.py).
+    "DEFAULT_SCHEMA_CLASS": "apps.core.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api.exception_handlers.exception_handler",
     # Strict JSON, form and multipart parsers: depth, NUL/surrogates, non-finite and out-of-range
     # numbers are field-level 400s (apps/core/input.py), never a 500 later in the database.
@@ -221,6 +222,19 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Fields named alike with different choices (a case's status vs a run's) get names of their own.
+    "ENUM_NAME_OVERRIDES": {
+        "CaseStatusEnum": "apps.cases.models.Status",
+        "CaseSourceEnum": "apps.cases.models.Source",
+        "RunStatusEnum": "apps.inventory.models.RunStatus",
+        "RunSourceEnum": "apps.inventory.models.RunSource",
+    },
+    # Path parameters as Django's converters match them: any other value matches no route at all.
+    "PATH_CONVERTER_OVERRIDES": {
+        "int": {"type": "integer", "minimum": 0},
+        "str": {"type": "string", "pattern": "^[^/]+$"},
+        "path": {"type": "string", "minLength": 1},
+    },
 }
 
 # I18N / static / media ------------------------------------------------------------------
@@ -313,3 +327,11 @@ INVENTORY_SIGNAL_WINDOW_DAYS = env.int("INVENTORY_SIGNAL_WINDOW_DAYS", default=1
 
 # API: Idempotency-Key records are kept this long, then purged by core's hourly job.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+
+# Assignment engine ------------------------------------------------------------------------
+# An available agent whose client sent no heartbeat for this long counts as offline.
+ASSIGNMENT_HEARTBEAT_TTL_SECONDS = env.int("ASSIGNMENT_HEARTBEAT_TTL_SECONDS", default=60)
+# Waiting cases one micro-batch claims at most.
+ASSIGNMENT_BATCH_SIZE = env.int("ASSIGNMENT_BATCH_SIZE", default=500)
+# A case no agent could take is looked at again after this long (other cases get their turn).
+ASSIGNMENT_RETRY_SECONDS = env.int("ASSIGNMENT_RETRY_SECONDS", default=5)

@@ -1,4 +1,5 @@
-"""Agents with their presence, capacity and skills: the supply side of assignment."""
+"""Agents with their presence, capacity, skills and queues (with a priority per queue): the
+supply side of assignment."""
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -17,12 +18,16 @@ class Agent(models.Model):
                                 related_name="agent")
     display_name = models.CharField(max_length=150)
     skills = ArrayField(models.CharField(max_length=50), default=list, blank=True)
-    # Most cases an agent works at once; assignment never exceeds it.
+    # Most capacity units an agent works at once (a case weighs its queue's channel weight);
+    # assignment never exceeds it (a database trigger on cases_case holds it for every writer).
     capacity = models.PositiveSmallIntegerField(default=3)
     presence = models.CharField(max_length=16, choices=Presence.choices, default=Presence.OFFLINE)
     presence_changed_at = models.DateTimeField(null=True, blank=True)
+    # The agent's client sends heartbeats; an available agent whose last one is older than
+    # ASSIGNMENT_HEARTBEAT_TTL_SECONDS counts as offline (and a beat job flips the presence).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Queues the agent works; assignment only offers cases of these queues.
-    queues = models.ManyToManyField("cases.Queue", blank=True, related_name="agents")
+    queues = models.ManyToManyField("cases.Queue", blank=True, related_name="agents", through="AgentQueue")
 
     class Meta:
         ordering = ["display_name"]
@@ -39,3 +44,23 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.display_name
+
+
+class AgentQueue(models.Model):
+    """An agent works a queue at a priority: 1 first, then 2 once no first-priority agent can."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="queue_links")
+    queue = models.ForeignKey("cases.Queue", on_delete=models.CASCADE, related_name="agent_links")
+    priority = models.PositiveSmallIntegerField(default=1)
+
+    class Meta:
+        # The table of the many-to-many it replaced, rows kept.
+        db_table = "assignment_agent_queues"
+        unique_together = [("agent", "queue")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(priority__gte=1, priority__lte=9),
+                                   name="agentqueue_priority_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} -> {self.queue_id} (p{self.priority})"

@@ -27,6 +27,9 @@ class Status(models.TextChoices):
 
 
 OPEN_STATUSES = (Status.NEW, Status.ASSIGNED, Status.IN_PROGRESS, Status.PENDING_CUSTOMER, Status.REOPENED)
+# A case waits for an agent while it is open, unassigned and worked here, whatever status its
+# queue starts in (a queue may start in 'in_progress') and also once reopened without an agent.
+WAITING = Q(assigned_agent__isnull=True, status__in=OPEN_STATUSES, location="casehub")
 
 
 class Channel(models.TextChoices):
@@ -134,6 +137,13 @@ class Case(models.Model):
     first_assigned_at = models.DateTimeField(null=True, blank=True)
     first_response_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # Capacity units the case takes from its agent (the queue's channel weight when assigned, 0
+    # unassigned); a database trigger refuses an assignment that exceeds the agent's capacity.
+    assigned_weight = models.PositiveSmallIntegerField(default=0, db_default=0)
+    # The assignment engine's latest decision on the case (apps.assignment.routing.Decision).
+    routing_decision = models.JSONField(null=True, blank=True, editable=False)
+    # A waiting case no agent could take is not claimed again before this time.
+    routing_retry_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -143,9 +153,8 @@ class Case(models.Model):
             models.Index(fields=["queue", "status"], name="case_queue_status_idx"),
             models.Index(fields=["assigned_agent", "status"], name="case_agent_status_idx"),
             models.Index(fields=["delivery_ref"], name="case_delivery_idx", condition=~Q(delivery_ref="")),
-            # Unassigned open cases: what the assignment engine claims.
-            models.Index(fields=["queue", "priority", "created_at"], name="case_waiting_idx",
-                         condition=Q(assigned_agent__isnull=True, status="new")),
+            # Waiting cases, most urgent first then oldest: the order the assignment engine claims.
+            models.Index(fields=["-priority", "created_at"], name="case_waiting_idx", condition=WAITING),
         ]
         constraints = [
             # One proactive case per delivery and signal type, whatever the retries.

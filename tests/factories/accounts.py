@@ -1,6 +1,7 @@
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from apps.assignment.models import Agent, Presence
 from apps.merchants.models import Merchant, MerchantUser
@@ -28,12 +29,25 @@ class UserFactory(factory.django.DjangoModelFactory):
 class AgentFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Agent
+        skip_postgeneration_save = True
 
     user = factory.SubFactory(UserFactory, roles=["agent"])
     display_name = factory.LazyAttribute(lambda a: a.user.username.title())
-    capacity = 3
+    # Room for what tests that do not exercise capacity assign by hand (the database refuses more).
+    capacity = 50
     presence = Presence.AVAILABLE
+    heartbeat_at = factory.LazyFunction(timezone.now)
     skills = factory.LazyFunction(list)
+
+    @factory.post_generation
+    def queues(self, create, extracted, **kwargs):
+        """AgentFactory(queues=[queue]) or AgentFactory(queues={queue: 2}) (queue -> priority)."""
+        if create and extracted:
+            from apps.assignment.models import AgentQueue
+
+            links = extracted if isinstance(extracted, dict) else dict.fromkeys(extracted, 1)
+            AgentQueue.objects.bulk_create(
+                [AgentQueue(agent=self, queue=q, priority=p) for q, p in links.items()])
 
 
 class MerchantFactory(factory.django.DjangoModelFactory):

@@ -7,6 +7,7 @@ so the timeline and the change feed are complete.
 from apps.cases.models import CORE_EDITABLE, case_core_errors
 from apps.cases.services.case_stats import CASE_METRICS_CONSUMER, case_metrics_rollup, case_stats_fold
 from apps.cases.services.cases import (
+    BulkAssignment,
     BulkResult,
     case_add_message,
     case_add_note,
@@ -17,6 +18,7 @@ from apps.cases.services.cases import (
     case_transfer,
     case_transition,
     case_update,
+    cases_assign_many,
     cases_bulk_apply,
     cases_bulk_create,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "QUEUE_CONFIG_SCHEMA",
     "SLA_TARGETS",
     "SUPPORTED_TYPES",
+    "BulkAssignment",
     "BulkResult",
     "ImportSummary",
     "SignalResult",
@@ -55,6 +58,7 @@ __all__ = [
     "case_transfer",
     "case_transition",
     "case_update",
+    "cases_assign_many",
     "cases_bulk_apply",
     "cases_bulk_create",
     "cases_import_legacy",

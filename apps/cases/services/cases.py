@@ -4,13 +4,15 @@ in the same transaction."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from apps.assignment.routing import Routing
 from apps.cases.models import (
     CORE_EDITABLE,
     Case,
@@ -162,9 +164,23 @@ def case_transition(*, case: Case, to_status: str, actor=None, note: str = "") -
     return case
 
 
+def _moves_to_assigned(status: str, config: QueueConfig) -> bool:
+    """A new or reopened case moves to 'assigned' with its agent, where the queue allows it."""
+    return status in (Status.NEW, Status.REOPENED) and Status.ASSIGNED in config.transitions.get(status, [])
+
+
+def _capacity_refused(exc: IntegrityError) -> bool:
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None) == "case_agent_capacity"
+
+
 @transaction.atomic
 def case_assign(*, case: Case, agent, actor=None) -> Case:
-    """Assign (or with agent=None unassign); a new/reopened case also moves to 'assigned' if allowed."""
+    """Assign (or with agent=None unassign); a new/reopened case also moves to 'assigned' if allowed.
+
+    The case takes its queue's channel weight from the agent's capacity; the capacity guard in
+    the database holds for manual assignment too, so an agent at capacity is refused (Conflict).
+    """
     case = _case_lock(case)
     _require_here(case)
     if case.assigned_agent_id == (agent.pk if agent else None):
@@ -176,15 +192,101 @@ def case_assign(*, case: Case, agent, actor=None) -> Case:
     case.assigned_agent = agent
     config = _active_config(case.queue_id)
     if agent is not None:
+        case.assigned_weight = Routing.from_config(config.routing).weight(case.channel)
         case.first_assigned_at = case.first_assigned_at or timezone.now()
-        if case.status != Status.ASSIGNED and Status.ASSIGNED in config.transitions.get(case.status, []) \
-                and case.status in (Status.NEW, Status.REOPENED):
+        if _moves_to_assigned(case.status, config):
             events += _transition(case, Status.ASSIGNED, actor, config)
     else:
+        case.assigned_weight = 0
         events += _back_to_waiting(case, actor, config, reason="unassigned")
-    case.save()
+    try:
+        # No savepoint: the row and its events must stay in one transaction id; a refusal
+        # leaves this atomic block (and so the whole assignment) rolled back.
+        case.save()
+    except IntegrityError as exc:
+        if not _capacity_refused(exc):
+            raise
+        raise Conflict(
+            f"{agent} has no spare capacity for this case (it weighs {case.assigned_weight}, "
+            f"capacity {agent.capacity}).",
+            errors={"agent": ["The agent is at capacity; resolve or reassign one of their cases first."]},
+            code="agent_at_capacity",
+        ) from None
     _events_write(events)
     return case
+
+
+@dataclass(frozen=True)
+class BulkAssignment:
+    """One case of a set assignment: the engine claimed (and locked) the case row already."""
+
+    case_id: Any
+    queue_id: int
+    status: str
+    agent_id: int
+    agent_label: str
+    weight: int
+
+
+_ASSIGN_MANY_SQL = """
+UPDATE cases_case c SET
+    assigned_agent_id = v.agent_id, assigned_weight = v.weight, status = v.status,
+    first_assigned_at = COALESCE(c.first_assigned_at, %(now)s), updated_at = %(now)s,
+    routing_decision = v.decision, routing_retry_at = NULL
+FROM unnest(%(ids)s::uuid[], %(agents)s::bigint[], %(weights)s::int[], %(statuses)s::text[],
+            %(decisions)s::jsonb[]) AS v(id, agent_id, weight, status, decision)
+WHERE c.id = v.id AND c.assigned_agent_id IS NULL
+RETURNING c.id
+"""
+_DECIDE_MANY_SQL = """
+UPDATE cases_case c SET routing_decision = v.decision, routing_retry_at = v.retry_at
+FROM unnest(%(ids)s::uuid[], %(decisions)s::jsonb[], %(retries)s::timestamptz[]) AS v(id, decision, retry_at)
+WHERE c.id = v.id
+"""
+
+
+def cases_assign_many(*, assignments: list[BulkAssignment], decisions: dict[Any, dict],
+                      configs: dict[int, QueueConfig], retry_at: dict[Any, Any] | None = None,
+                      actor=None) -> list[Any]:
+    """Assign many waiting cases at once and record the routing decision of every case named in
+    `decisions` (one not assigned is not claimed again before its `retry_at`): three statements
+    whatever the count (an UPDATE of the assigned, one of the rest, one INSERT of the events).
+
+    Runs inside the caller's transaction, which took the feed fence before claiming the rows.
+    Returns the ids assigned; an agent pushed past capacity makes the database refuse the whole
+    set (IntegrityError, constraint case_agent_capacity), so nothing is half-written.
+    """
+    now = timezone.now()
+    retry_at = retry_at or {}
+    to_status = {a.case_id: (Status.ASSIGNED if _moves_to_assigned(a.status, configs[a.queue_id])
+                             else a.status) for a in assignments}
+    assigned: list[Any] = []
+    with connection.cursor() as cursor:
+        if assignments:
+            cursor.execute(_ASSIGN_MANY_SQL, {
+                "now": now, "ids": [a.case_id for a in assignments],
+                "agents": [a.agent_id for a in assignments], "weights": [a.weight for a in assignments],
+                "statuses": [to_status[a.case_id] for a in assignments],
+                "decisions": [json.dumps(decisions.get(a.case_id)) for a in assignments],
+            })
+            assigned = [row[0] for row in cursor.fetchall()]
+        rest = [case_id for case_id in decisions if case_id not in to_status]
+        if rest:
+            cursor.execute(_DECIDE_MANY_SQL, {"ids": rest, "retries": [retry_at.get(c) for c in rest],
+                                              "decisions": [json.dumps(decisions[c]) for c in rest]})
+    done = set(assigned)
+    events: list[CaseEvent] = []
+    for a in assignments:
+        if a.case_id not in done:
+            continue
+        case = Case(id=a.case_id, queue_id=a.queue_id)
+        events.append(_event(case, EventKind.ASSIGNED, actor, **{"from": None, "to": a.agent_id,
+                                                                "agent": a.agent_label, "by": "engine"}))
+        if to_status[a.case_id] != a.status:
+            events.append(_event(case, EventKind.STATUS_CHANGED, actor,
+                                 **{"from": a.status, "to": to_status[a.case_id]}))
+    _events_write(events)
+    return assigned
 
 
 @transaction.atomic
@@ -226,6 +328,7 @@ def case_transfer(*, case: Case, queue: Queue, actor=None, reason: str = "") -> 
         "from": case.queue.slug, "to": queue.slug, "unassigned": case.assigned_agent_id})]
     case.queue = queue
     case.assigned_agent = None
+    case.assigned_weight = 0
     events += _back_to_waiting(case, actor, config, reason="transferred")
     case.save()
     _events_write(events)

@@ -8,8 +8,9 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max
 
+from apps.assignment.routing import STRATEGIES
 from apps.cases import selectors
-from apps.cases.models import STATUS_SCHEMA, Priority, Queue, QueueConfig, Status
+from apps.cases.models import STATUS_SCHEMA, Channel, Priority, Queue, QueueConfig, Status
 from apps.cases.targeting import TARGETING_SCHEMA
 from apps.core.errors import ApplicationError
 from apps.core.validation import json_errors, schema_errors
@@ -21,6 +22,12 @@ SLA_TARGETS = ("first_response_minutes", "resolution_minutes")
 
 _SKILLS = "'skills' must be a list of distinct skill names (up to 50 characters each)."
 _WEIGHTS = "'priority_weights' must map priorities \"1\" to \"4\" to weights of 0 or more."
+_OPTIONAL = "'optional_skills' must be a list of distinct skill names (up to 50 characters each)."
+_REQUIRED = "'required_skills' must be a list of distinct skill names (up to 50 characters each)."
+_RELAX = "'relax_after_seconds' must be an integer of 0 or more."
+_CHANNEL_WEIGHTS = (f"'channel_weights' must map channels ({', '.join(Channel.values)}) to whole "
+                    "capacity units from 1 to 100.")
+_STRATEGY = f"'strategy' must be one of {', '.join(STRATEGIES)}."
 _PROPERTY_TYPE = f"Property '{{path[2]}}': type must be one of {', '.join(SUPPORTED_TYPES)}."
 
 # A config as one document (`x-message`: see apps.core.validation.MESSAGE_KEYWORD). A key that
@@ -83,6 +90,16 @@ QUEUE_CONFIG_SCHEMA: dict[str, Any] = {
                                                        "x-message": _WEIGHTS},
                                      "additionalProperties": {"type": "number", "minimum": 0,
                                                               "x-message": _WEIGHTS}},
+                # Read by apps.assignment.routing.
+                **{name: {"type": "array", "uniqueItems": True, "x-message": message,
+                          "items": {"type": "string", "minLength": 1, "maxLength": 50, "x-message": message}}
+                   for name, message in (("required_skills", _REQUIRED), ("optional_skills", _OPTIONAL))},
+                "relax_after_seconds": {"type": "integer", "minimum": 0, "x-message": _RELAX},
+                "channel_weights": {"type": "object", "x-message": _CHANNEL_WEIGHTS,
+                                    "propertyNames": {"enum": Channel.values, "x-message": _CHANNEL_WEIGHTS},
+                                    "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 100,
+                                                             "x-message": _CHANNEL_WEIGHTS}},
+                "strategy": {"enum": list(STRATEGIES), "x-message": _STRATEGY},
             },
         },
         "targeting": TARGETING_SCHEMA,

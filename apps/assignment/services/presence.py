@@ -1,0 +1,39 @@
+"""Presence: agents set it, their client's heartbeats keep it fresh, and a beat job turns an
+available agent whose heartbeats stopped into offline, recording when."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.assignment.models import Agent, Presence
+from apps.assignment.selectors import heartbeat_ttl
+from apps.core.errors import ApplicationError
+
+
+def agent_heartbeat(*, agent: Agent) -> None:
+    """The agent's client is alive: one UPDATE, no read."""
+    Agent.objects.filter(pk=agent.pk).update(heartbeat_at=timezone.now())
+
+
+@transaction.atomic
+def agent_presence_set(*, agent: Agent, presence: str) -> Agent:
+    if presence not in Presence.values:
+        raise ApplicationError("Unknown presence.",
+                               errors={"presence": [f"One of {', '.join(Presence.values)}."]})
+    now = timezone.now()
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    if agent.presence != presence:
+        agent.presence, agent.presence_changed_at = presence, now
+    # Choosing a presence is itself a sign of life.
+    agent.heartbeat_at = now
+    agent.save(update_fields=["presence", "presence_changed_at", "heartbeat_at"])
+    return agent
+
+
+def agents_presence_expire() -> int:
+    """Available agents without a heartbeat within the TTL go offline; returns how many."""
+    now = timezone.now()
+    return (Agent.objects.filter(presence=Presence.AVAILABLE)
+            .exclude(heartbeat_at__gte=now - heartbeat_ttl())
+            .update(presence=Presence.OFFLINE, presence_changed_at=now))

@@ -1,0 +1,29 @@
+"""Celery tasks of assignment (queue `assignment`): thin wrappers that call one service."""
+
+from celery import shared_task
+
+from apps.assignment import services
+
+
+@shared_task(acks_late=True, soft_time_limit=20, time_limit=30)
+def assignment_batch_run(batch_size: int | None = None) -> int:
+    """Beat-driven (every 2 s): one micro-batch; returns how many cases it assigned."""
+    return services.assignment_batch_run(batch_size=batch_size).assigned
+
+
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+def agents_presence_expire() -> int:
+    """Beat-driven: available agents whose heartbeats stopped go offline."""
+    return services.agents_presence_expire()
+
+
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+def counters_reconcile() -> int:
+    """Beat-driven (every minute): rebuild every load counter from PostgreSQL."""
+    return services.counters_reconcile()
+
+
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+def counters_feed_consume() -> int:
+    """Beat-driven: absolute loads of the agents that new case events touched."""
+    return services.counters_feed_consume()

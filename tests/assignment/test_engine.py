@@ -1,0 +1,183 @@
+"""The micro-batch engine against real PostgreSQL and Redis."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.assignment import counters, selectors, services
+from apps.cases.models import Case, CaseEvent, EventKind, Status
+from tests.factories import AgentFactory
+from tests.factories.cases import QueueFactory, make_case
+
+pytestmark = pytest.mark.django_db
+
+
+def _queue(**routing):
+    return QueueFactory(config__routing=routing)
+
+
+def test_assigns_waiting_case_with_events_and_decision():
+    queue = _queue()
+    agent = AgentFactory(queues=[queue])
+    case = make_case(queue=queue)
+
+    result = services.assignment_batch_run()
+
+    case.refresh_from_db()
+    assert result.assigned == 1 and case.assigned_agent_id == agent.pk
+    assert case.status == Status.ASSIGNED and case.assigned_weight == 1 and case.first_assigned_at
+    kinds = list(CaseEvent.objects.filter(case=case).values_list("kind", flat=True))
+    assert kinds == [EventKind.CREATED, EventKind.ASSIGNED, EventKind.STATUS_CHANGED]
+    decision = selectors.case_routing_decision(case)
+    assert decision["outcome"] == "assigned" and decision["winner"] == agent.pk
+    assert decision["top"][0][0] == agent.pk and decision["strategy"] == "most_spare_capacity"
+    assert counters.counters_loads() == {agent.pk: 1}
+
+
+def test_waiting_case_records_why_and_is_not_claimed_again_at_once():
+    queue = _queue(required_skills=["fraud"])
+    AgentFactory(queues=[queue], skills=["english"])
+    AgentFactory(queues=[queue], presence="offline")
+    AgentFactory(queues=[queue], heartbeat_at=timezone.now() - timedelta(hours=1))
+    AgentFactory()  # not in the queue
+    case = make_case(queue=queue)
+
+    assert services.assignment_batch_run().assigned == 0
+    decision = selectors.case_routing_decision(case)
+    assert decision["outcome"] == "waiting"
+    assert decision["removed"] == {"offline": 1, "stale_heartbeat": 1, "not_in_queue": 1, "missing_skill": 1}
+    assert services.assignment_batch_run().claimed == 0  # deferred until its retry time
+
+
+def test_optional_skill_relaxes_after_wait():
+    queue = _queue(required_skills=["english"], optional_skills=["vip"], relax_after_seconds=60)
+    agent = AgentFactory(queues=[queue], skills=["english"])
+    fresh = make_case(queue=queue)
+    old = make_case(queue=queue)
+    Case.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(seconds=120))
+
+    services.assignment_batch_run()
+
+    fresh.refresh_from_db(), old.refresh_from_db()
+    assert old.assigned_agent_id == agent.pk and fresh.assigned_agent_id is None
+    assert selectors.case_routing_decision(fresh)["removed"]["missing_skill"] == 1
+
+
+def test_channel_weights_fill_capacity():
+    queue = _queue(channel_weights={"chat": 2, "email": 1})
+    agent = AgentFactory(queues=[queue], capacity=3)
+    chats = [make_case(queue=queue, channel="chat") for _ in range(2)]
+    email = make_case(queue=queue, channel="email")
+
+    services.assignment_batch_run()
+
+    loads = {c.pk: (c.assigned_agent_id, c.assigned_weight) for c in Case.objects.all()}
+    assert loads[chats[0].pk] == (agent.pk, 2)  # older first, same priority
+    assert loads[chats[1].pk] == (None, 0)  # 2 + 2 > 3
+    assert loads[email.pk] == (agent.pk, 1)
+    assert counters.counters_loads() == {agent.pk: 3}
+
+
+def test_urgent_first_then_oldest_and_reopened_waits_too():
+    queue = _queue()
+    AgentFactory(queues=[queue], capacity=2)
+    low = make_case(queue=queue, priority=1)
+    urgent = make_case(queue=queue, priority=4)
+    reopened = make_case(queue=queue, priority=2)
+    Case.objects.filter(pk=reopened.pk).update(status=Status.REOPENED)
+
+    result = services.assignment_batch_run()
+
+    assert set(result.assignments) == {urgent.pk, reopened.pk} and low.pk not in result.assignments
+
+
+def test_first_priority_agents_before_overflow_agents():
+    queue = _queue()
+    main = AgentFactory(queues={queue: 1}, capacity=1)
+    overflow = AgentFactory(queues={queue: 2}, capacity=5)
+    cases = [make_case(queue=queue) for _ in range(2)]
+
+    result = services.assignment_batch_run()
+
+    assert result.assignments[cases[0].pk] == main.pk
+    assert result.assignments[cases[1].pk] == overflow.pk
+
+
+def test_agent_works_first_priority_queue_before_others():
+    primary, secondary = _queue(), _queue()
+    agent = AgentFactory(queues={primary: 1, secondary: 2}, capacity=1)
+    other = make_case(queue=secondary, priority=4)  # more urgent, but the agent's second queue
+    own = make_case(queue=primary, priority=1)
+
+    result = services.assignment_batch_run()
+
+    assert result.assignments == {own.pk: agent.pk} and other.pk not in result.assignments
+
+
+def test_most_spare_capacity_strategy():
+    queue = _queue(strategy="most_spare_capacity")
+    AgentFactory(queues=[queue], capacity=2)
+    roomy = AgentFactory(queues=[queue], capacity=5)
+    case = make_case(queue=queue)
+
+    assert services.assignment_batch_run().assignments == {case.pk: roomy.pk}
+
+
+def test_round_robin_by_longest_idle():
+    queue = _queue(strategy="round_robin")
+    now = timezone.now()
+    recent = AgentFactory(queues=[queue], capacity=5, presence_changed_at=now - timedelta(minutes=1))
+    idle = AgentFactory(queues=[queue], capacity=1, presence_changed_at=now - timedelta(hours=1))
+    cases = [make_case(queue=queue) for _ in range(3)]
+
+    result = services.assignment_batch_run()
+
+    assert [result.assignments[c.pk] for c in cases] == [idle.pk, recent.pk, recent.pk]
+    assert selectors.case_routing_decision(cases[0])["strategy"] == "round_robin"
+
+
+def test_stale_heartbeat_agent_excluded_and_expired():
+    queue = _queue()
+    stale = AgentFactory(queues=[queue], heartbeat_at=timezone.now() - timedelta(minutes=10))
+    fresh = AgentFactory(queues=[queue])
+    case = make_case(queue=queue)
+
+    assert services.assignment_batch_run().assignments == {case.pk: fresh.pk}
+    assert services.agents_presence_expire() == 1
+    stale.refresh_from_db()
+    assert stale.presence == "offline" and stale.presence_changed_at > stale.heartbeat_at
+
+
+def test_heartbeat_keeps_agent_routable():
+    queue = _queue()
+    agent = AgentFactory(queues=[queue], heartbeat_at=timezone.now() - timedelta(minutes=10))
+    services.agent_heartbeat(agent=agent)
+    assert services.agents_presence_expire() == 0
+    case = make_case(queue=queue)
+    assert services.assignment_batch_run().assignments == {case.pk: agent.pk}
+
+
+def test_query_count_does_not_grow_with_batch_size(django_assert_num_queries):
+    queue = _queue()
+    AgentFactory(queues=[queue], capacity=50)
+    AgentFactory(queues=[queue], capacity=50, skills=["x"])
+    services.counters_reconcile()
+    for n in (2, 20):
+        for _ in range(n):
+            make_case(queue=queue)
+        # savepoint, fence, claim, configs, agents, agent counts, update, fence (events), events, release
+        with django_assert_num_queries(10, info=n):
+            result = services.assignment_batch_run()
+        assert result.assigned == n
+
+
+def test_batch_counts_waiting_and_assigned_in_the_same_statements(django_assert_num_queries):
+    queue = _queue()
+    AgentFactory(queues=[queue], capacity=1)
+    for _ in range(5):
+        make_case(queue=queue)
+    services.counters_reconcile()
+    with django_assert_num_queries(11):  # + the decisions of the cases left waiting
+        result = services.assignment_batch_run()
+    assert result.assigned == 1 and result.waiting == 4
