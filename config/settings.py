@@ -335,3 +335,5 @@ ASSIGNMENT_HEARTBEAT_TTL_SECONDS = env.int("ASSIGNMENT_HEARTBEAT_TTL_SECONDS", d
 ASSIGNMENT_BATCH_SIZE = env.int("ASSIGNMENT_BATCH_SIZE", default=500)
 # A case no agent could take is looked at again after this long (other cases get their turn).
 ASSIGNMENT_RETRY_SECONDS = env.int("ASSIGNMENT_RETRY_SECONDS", default=5)
+# The demo has no agent clients: a beat job keeps the demo agents' heartbeats fresh (embedded stack only).
+ASSIGNMENT_DEMO_HEARTBEATS = env.bool("ASSIGNMENT_DEMO_HEARTBEATS", default=EMBEDDED)

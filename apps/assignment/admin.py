@@ -1,9 +1,17 @@
-"""Agents in the admin: ops edit every agent; an agent edits only their own presence."""
+"""Agents in the admin: ops edit every agent; an agent edits only their own presence. The
+assignment board (backlog, oldest wait, agents' presence and load, recent decisions; refreshes
+itself) hangs off the agents' pages."""
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 
+from apps.assignment.board import assignment_board
 from apps.assignment.models import Agent
+
+BOARD_REFRESH_S = 5
 
 
 @admin.register(Agent)
@@ -13,6 +21,7 @@ class AgentAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     search_fields = ["display_name", "user__username", "skills"]
     raw_id_fields = ["user"]
+    change_list_template = "admin/assignment/agent/change_list.html"
 
     @staticmethod
     def _changes_all(request) -> bool:
@@ -43,3 +52,25 @@ class AgentAdmin(admin.ModelAdmin):
         if "presence" in form.changed_data:
             obj.presence_changed_at = timezone.now()
         super().save_model(request, obj, form, change)
+
+    def get_urls(self):
+        return [
+            path("board/", self.admin_site.admin_view(self.board_view), name="assignment_board"),
+            *super().get_urls(),
+        ]
+
+    def board_view(self, request):
+        # Whoever may see the agents sees how they are loaded and what the engine decided.
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            **assignment_board(),
+            "title": "Assignment board",
+            "opts": self.model._meta,
+            "refresh_ms": BOARD_REFRESH_S * 1000,
+            "board_url": reverse("admin:assignment_board"),
+        }
+        template = ("admin/assignment/_board_body.html" if request.GET.get("partial")
+                    else "admin/assignment/board.html")
+        return TemplateResponse(request, template, context)

@@ -6,7 +6,10 @@ class AssignmentConfig(AppConfig):
     label = "assignment"
 
     def ready(self) -> None:
-        from apps.assignment import demo
+        # The demo module also holds the demo-only heartbeat task, registered with Celery here.
+        from apps.assignment import demo, metrics
         from apps.core.demo import register_seeder
+        from apps.core.metrics import register_collector
 
+        register_collector(metrics.collect)
         register_seeder(self.label, demo.seed)

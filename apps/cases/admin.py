@@ -16,11 +16,13 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import OuterRef, Subquery
 from django.http import HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from apps.assignment.board import case_decision_explained
 from apps.cases import selectors, services
 from apps.cases.forms import (
     PREFIX,
@@ -236,13 +238,20 @@ class CaseAdmin(admin.ModelAdmin):
             sets.append(("Queue fields", {"fields": dynamic}))
         if obj is not None:
             sets.append(("Workflow", {"fields": ("transition_to", "transition_note")}))
+            sets.append(("Routing decision", {"fields": ("routing_decision_panel",)}))
             sets.append(("Timestamps", {"fields": TIMESTAMPS, "classes": ("collapse",)}))
         return sets
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        return ("id", "queue", "status", "assigned_agent", "location", "legacy_id", "source", *TIMESTAMPS)
+        return ("id", "queue", "status", "assigned_agent", "location", "legacy_id", "source", *TIMESTAMPS,
+                "routing_decision_panel")
+
+    @admin.display(description="latest decision")
+    def routing_decision_panel(self, case: Case) -> str:
+        # Rendered by the template engine, so every name and note in it is escaped.
+        return render_to_string("admin/assignment/_decision.html", {"d": case_decision_explained(case)})
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         config = self._config(request, obj)

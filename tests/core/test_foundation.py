@@ -52,6 +52,7 @@ def test_seed_demo_twice_leaves_the_same_counts():
 
 def test_each_app_registers_its_own_metrics_collector_and_demo_seeder():
     from apps.assignment import demo as assignment_demo
+    from apps.assignment import metrics as assignment_metrics
     from apps.cases import demo as cases_demo
     from apps.cases import metrics as cases_metrics
     from apps.core import demo, metrics
@@ -61,7 +62,9 @@ def test_each_app_registers_its_own_metrics_collector_and_demo_seeder():
     from apps.inventory import metrics as inventory_metrics
     from apps.merchants import demo as merchants_demo
 
-    assert metrics.collectors() == (cases_metrics.collect, inventory_metrics.collect, health_metrics.collect)
+    assert metrics.collectors() == (
+        cases_metrics.collect, assignment_metrics.collect, inventory_metrics.collect, health_metrics.collect,
+    )
     # Each seeder runs after those whose data it relies on.
     assert [(s.app_label, s.seed) for s in demo.seeders()] == [
         ("core", demo.seed), ("assignment", assignment_demo.seed), ("merchants", merchants_demo.seed),

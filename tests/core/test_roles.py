@@ -196,6 +196,8 @@ def test_admin_ops_pages_answer_each_role(world):
         f"/admin/cases/queueconfig/add/?queue={world['queue'].pk}": {"agent": 403, "ops": 200,
                                                                      "queue-config-editor": 200},
         "/admin/health/healthspec/dashboard/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
+        # Whoever sees the agents sees the assignment board.
+        "/admin/assignment/agent/board/": {"agent": 200, "ops": 200, "queue-config-editor": 403},
         "/admin/inventory/store/review-queue/": {"agent": 200, "ops": 200, "queue-config-editor": 403},
         f"/admin/inventory/store/{store.pk}/csv-upload/": {"agent": 403, "ops": 200,
                                                           "queue-config-editor": 403},
