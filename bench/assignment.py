@@ -9,6 +9,7 @@ assigned twice. Counters use a Redis database of their own, flushed before and a
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import random
 import time
@@ -94,14 +95,20 @@ def bare_claim(batch: int) -> tuple[int, float]:
     seconds = time.perf_counter() - start
     with connection.cursor() as cursor:
         cursor.execute("UPDATE cases_case SET routing_retry_at = NULL")
-        cursor.execute("VACUUM ANALYZE cases_case")
+        cursor.execute("VACUUM ANALYZE")
     return claimed, seconds
 
 
 def worker(batch: int, out) -> None:
     from django.db import connection
 
+    from apps.assignment import counters
     from apps.assignment.services import assignment_batch_run
+
+    # A worker process keeps its connections between batches (CONN_MAX_AGE, Redis pool): open
+    # them before timing, so the first batch is not also timing the connection handshakes.
+    connection.ensure_connection()
+    counters._client().ping()
 
     statements = [0]
 
@@ -142,6 +149,11 @@ def run(cases_n: int, agents_n: int, queues_n: int, processes: int, batch: int) 
     counters._client.cache_clear()
     counters._scripts.cache_clear()
 
+    # As a prefork worker pool should: the workers share the parent's heap copy-on-write, so the
+    # parent's objects are frozen out of the cyclic collector; otherwise the first full collection
+    # in each worker (due at the same batch in all of them) traverses and copies the whole heap.
+    gc.collect()
+    gc.freeze()
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     procs = [ctx.Process(target=worker, args=(batch, out)) for _ in range(processes)]

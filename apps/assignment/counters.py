@@ -9,6 +9,7 @@ Redis) nothing is reserved: the engine rebuilds first, so an empty hash never re
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
@@ -21,14 +22,15 @@ IDLE = "assign:idle"  # agent id -> epoch seconds of their last assignment (roun
 READY = "assign:ready"  # present once LOAD was rebuilt from PostgreSQL
 KEYS = (LOAD, IDLE, READY)
 
-# Every (agent, units, capacity) in order: accepted while the agent's load plus units fits the
-# capacity; an agent given several cases is checked against the running total. {-1} when the
-# counters are not rebuilt yet.
+# Every (agent, units, capacity) in order, as "agent:units:capacity" items joined by commas in
+# ARGV[2] (one argument, not three per item, to encode): accepted while the agent's load plus
+# units fits the capacity; an agent given several cases is checked against the running total.
+# {-1} when the counters are not rebuilt yet.
 _RESERVE = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return {-1} end
 local out = {}
-for i = 2, #ARGV, 3 do
-  local agent, units, capacity = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+for agent, units, capacity in string.gmatch(ARGV[2], '(%d+):(%d+):(%d+)') do
+  units, capacity = tonumber(units), tonumber(capacity)
   local load = tonumber(redis.call('HGET', KEYS[1], agent) or '0')
   if load + units <= capacity then
     redis.call('HINCRBY', KEYS[1], agent, units)
@@ -54,6 +56,21 @@ if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
+# The loads and last-assignment times of the agents in ARGV[1] (ids joined by commas), with the
+# ready flag, as one JSON document: one value to parse instead of two replies per agent. Each
+# hash is read whole and indexed once: HMGET of many fields on a small (listpack-encoded) hash
+# scans it once per field.
+_READ = """
+local function pick(key, ids)
+  local all, by_id, out = redis.call('HGETALL', key), {}, {}
+  for i = 1, #all, 2 do by_id[all[i]] = all[i + 1] end
+  for i, id in ipairs(ids) do out[i] = by_id[id] or false end
+  return out
+end
+local ids = {}
+for id in string.gmatch(ARGV[1], '%d+') do ids[#ids + 1] = id end
+return cjson.encode({redis.call('EXISTS', KEYS[3]), pick(KEYS[1], ids), pick(KEYS[2], ids)})
+"""
 _REBUILD = """
 redis.call('DEL', KEYS[1])
 for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
@@ -72,7 +89,8 @@ def _client() -> redis.Redis:
 def _scripts():
     client = _client()
     return {name: client.register_script(src) for name, src in
-            (("reserve", _RESERVE), ("release", _RELEASE), ("set", _SET), ("rebuild", _REBUILD))}
+            (("read", _READ), ("reserve", _RESERVE), ("release", _RELEASE), ("set", _SET),
+             ("rebuild", _REBUILD))}
 
 
 def _flat(pairs: Iterable[tuple]) -> list:
@@ -81,24 +99,18 @@ def _flat(pairs: Iterable[tuple]) -> list:
 
 def counters_read(agent_ids: Sequence[int]) -> tuple[bool, dict[int, int], dict[int, float]]:
     """(ready, load by agent, last assignment time by agent) in one round trip."""
-    pipe = _client().pipeline(transaction=False)
-    pipe.exists(READY)
-    if agent_ids:
-        pipe.hmget(LOAD, list(agent_ids))
-        pipe.hmget(IDLE, list(agent_ids))
-    results = pipe.execute()
-    if not agent_ids:
-        return bool(results[0]), {}, {}
-    loads = {a: int(v) for a, v in zip(agent_ids, results[1], strict=True) if v is not None}
-    idle = {a: float(v) for a, v in zip(agent_ids, results[2], strict=True) if v is not None}
-    return bool(results[0]), loads, idle
+    doc = json.loads(_scripts()["read"](keys=KEYS, args=[",".join(map(str, agent_ids))]))
+    ready, loads, idle = doc[0], doc[1] or [], doc[2] or []  # cjson writes an empty list as {}
+    return (bool(ready), {a: int(v) for a, v in zip(agent_ids, loads, strict=True) if v},
+            {a: float(v) for a, v in zip(agent_ids, idle, strict=True) if v})
 
 
 def counters_reserve(items: Sequence[tuple[int, int, int]]) -> list[bool] | None:
     """Reserve (agent, units, capacity) for each item atomically; None if not rebuilt yet."""
     if not items:
         return []
-    flags = _scripts()["reserve"](keys=KEYS, args=[time.time(), *_flat(items)])
+    packed = ",".join(f"{agent}:{units}:{capacity}" for agent, units, capacity in items)
+    flags = _scripts()["reserve"](keys=KEYS, args=[time.time(), packed])
     if flags and flags[0] == -1:
         return None
     return [flag == 1 for flag in flags]

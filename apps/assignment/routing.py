@@ -3,7 +3,7 @@ a wait), what a case weighs by channel, and how a strategy ranks the agents that
 
 from __future__ import annotations
 
-import heapq
+import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,7 +50,7 @@ class Routing:
         return self.required_skills if relaxed else self.required_skills | self.optional_skills
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """An agent as the engine sees it during one batch."""
 
@@ -73,6 +73,11 @@ def score(candidate: Candidate, strategy: str, now: float) -> float:
     return candidate.spare
 
 
+def rank_key(candidate: Candidate, strategy: str, now: float) -> tuple[float, float, int]:
+    """Ascending order of preference: best score, then idle longest, then lowest id."""
+    return (-score(candidate, strategy, now), candidate.idle_since, candidate.agent_id)
+
+
 @dataclass
 class Choice:
     winner: Candidate | None
@@ -80,33 +85,115 @@ class Choice:
     top: list[tuple[int, float]]
 
 
-def choose(*, pool: Iterable[Candidate], queue_id: int, needed: frozenset[str], weight: int,
-           strategy: str, max_priority: int, removed_before: Mapping[str, int], now: float) -> Choice:
-    """The best agent for one case among `pool` (the agents of its queue, available and fresh),
-    considering only agents whose priority for the queue is at most `max_priority`."""
-    removed = dict.fromkeys(RULES, 0)
-    removed.update(removed_before)
-    eligible: list[Candidate] = []
-    for candidate in pool:
-        priority = candidate.queue_priority.get(queue_id)
-        if priority is None or priority > max_priority:
-            removed["not_in_queue"] += 1
-        elif not needed <= candidate.skills:
-            removed["missing_skill"] += 1
-        elif candidate.spare < weight:
-            removed["full"] += 1
-        else:
-            eligible.append(candidate)
-    ranked = heapq.nsmallest(TOP_CANDIDATES, eligible,
-                             key=lambda c: (-score(c, strategy, now), c.idle_since, c.agent_id))
-    return Choice(winner=ranked[0] if ranked else None, removed=removed,
-                  top=[(c.agent_id, score(c, strategy, now)) for c in ranked[:TOP_CANDIDATES]])
+class _Group:
+    """The agents one kind of case may go to (queue, priority tier, skills needed), ranked."""
+
+    __slots__ = ("strategy", "ranked", "spares", "removed")
+
+    def __init__(self, strategy: str, removed: dict[str, int]) -> None:
+        self.strategy = strategy
+        self.ranked: list[tuple[float, float, int]] = []  # rank keys of members with a spare unit
+        self.spares: dict[int, int] = {}  # spare units -> how many members have that many
+        self.removed = removed  # the static part of the removed counts
+
+    def fill(self, members: list[Candidate], now: float) -> None:
+        for candidate in members:
+            self.spares[candidate.spare] = self.spares.get(candidate.spare, 0) + 1
+        self.ranked = sorted(rank_key(c, self.strategy, now) for c in members if c.spare > 0)
+
+    def add(self, candidate: Candidate, now: float) -> None:
+        spare = candidate.spare
+        self.spares[spare] = self.spares.get(spare, 0) + 1
+        if spare > 0:  # weights are at least 1: an agent with no spare unit is never ranked
+            bisect.insort(self.ranked, rank_key(candidate, self.strategy, now))
+
+    def drop(self, candidate: Candidate, now: float) -> None:
+        spare = candidate.spare
+        self.spares[spare] -= 1
+        if spare > 0:
+            key = rank_key(candidate, self.strategy, now)
+            del self.ranked[bisect.bisect_left(self.ranked, key)]
 
 
-def decision(*, choice: Choice | None, strategy: str, outcome: str, batch: str, at: datetime,
+class Pools:
+    """Every agent of a batch, indexed so that choosing costs a few steps instead of a scan.
+
+    Per (queue, priority tier, skills needed) the qualifying agents are kept sorted by the
+    strategy's rank and counted by spare units; `take` moves an agent in every group it is in
+    as it consumes capacity. `choose` gives the same answer as ranking the whole pool each time.
+    """
+
+    def __init__(self, candidates: Iterable[Candidate], *, removed_before: Mapping[str, int],
+                 now: float) -> None:
+        self.now = now
+        self.candidates = list(candidates)
+        self.by_id = {candidate.agent_id: candidate for candidate in self.candidates}
+        self.removed_before = dict(removed_before)
+        self.by_queue: dict[int, list[Candidate]] = {}
+        for candidate in self.candidates:
+            for queue_id in candidate.queue_priority:
+                self.by_queue.setdefault(queue_id, []).append(candidate)
+        self.groups: dict[tuple, _Group] = {}
+        self.member_of: dict[int, list[_Group]] = {}
+
+    def _group(self, queue_id: int, needed: frozenset[str], strategy: str, max_priority: int) -> _Group:
+        key = (queue_id, needed, strategy, max_priority)
+        group = self.groups.get(key)
+        if group is not None:
+            return group
+        pool = self.by_queue.get(queue_id, ())
+        removed = dict.fromkeys(RULES, 0)
+        removed.update(self.removed_before)
+        removed["not_in_queue"] += len(self.candidates) - len(pool)
+        group = self.groups[key] = _Group(strategy, removed)
+        members = []
+        for candidate in pool:
+            if candidate.queue_priority[queue_id] > max_priority:
+                removed["not_in_queue"] += 1
+            elif not needed <= candidate.skills:
+                removed["missing_skill"] += 1
+            else:
+                members.append(candidate)
+                self.member_of.setdefault(candidate.agent_id, []).append(group)
+        group.fill(members, self.now)
+        return group
+
+    def choose(self, *, queue_id: int, needed: frozenset[str], weight: int, strategy: str,
+               max_priority: int) -> Choice:
+        """The best agent for one case among the agents of its queue whose priority for the
+        queue is at most `max_priority`, who have the skills needed and room for `weight`."""
+        group = self._group(queue_id, needed, strategy, max_priority)
+        removed = dict(group.removed)
+        removed["full"] = sum(count for spare, count in group.spares.items() if spare < weight)
+        top: list[Candidate] = []
+        for key in group.ranked:
+            candidate = self.by_id[key[2]]
+            if candidate.spare >= weight:
+                top.append(candidate)
+                if len(top) == TOP_CANDIDATES:
+                    break
+            elif strategy != ROUND_ROBIN:
+                break  # ranked by spare units: nobody further on has room
+        return Choice(winner=top[0] if top else None, removed=removed,
+                      top=[(c.agent_id, score(c, strategy, self.now)) for c in top])
+
+    def take(self, candidate: Candidate, weight: int) -> None:
+        """The agent gets a case: less spare capacity, and last assigned now."""
+        groups = self.member_of.get(candidate.agent_id, ())
+        for group in groups:
+            group.drop(candidate, self.now)
+        candidate.load += weight
+        candidate.idle_since = self.now
+        for group in groups:
+            group.add(candidate, self.now)
+
+
+def decision(*, choice: Choice | None, strategy: str, outcome: str, batch: str, at: datetime | str,
              note: str = "") -> dict[str, Any]:
-    """The compact record stored on the case (`Case.routing_decision`)."""
-    doc: dict[str, Any] = {"outcome": outcome, "batch": batch, "at": at.isoformat(), "strategy": strategy}
+    """The compact record stored on the case (`Case.routing_decision`); `at` may come formatted
+    already (ISO 8601), as the engine stamps a whole batch at once."""
+    doc: dict[str, Any] = {"outcome": outcome, "batch": batch,
+                           "at": at if isinstance(at, str) else at.isoformat(), "strategy": strategy}
     if choice is not None:
         doc["removed"] = {k: v for k, v in choice.removed.items() if v}
         doc["top"] = [[agent_id, value] for agent_id, value in choice.top]

@@ -1,11 +1,13 @@
 """The micro-batch engine against real PostgreSQL and Redis."""
 
+import dataclasses
+import random
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from apps.assignment import counters, selectors, services
+from apps.assignment import counters, routing, selectors, services
 from apps.cases.models import Case, CaseEvent, EventKind, Status
 from tests.factories import AgentFactory
 from tests.factories.cases import QueueFactory, make_case
@@ -166,8 +168,8 @@ def test_query_count_does_not_grow_with_batch_size(django_assert_num_queries):
     for n in (2, 20):
         for _ in range(n):
             make_case(queue=queue)
-        # savepoint, fence, claim, configs, agents, agent counts, update, fence (events), events, release
-        with django_assert_num_queries(10, info=n):
+        # savepoint, fence, claim, configs, agents (with the unroutable counts), the write, release
+        with django_assert_num_queries(7, info=n):
             result = services.assignment_batch_run()
         assert result.assigned == n
 
@@ -178,6 +180,101 @@ def test_batch_counts_waiting_and_assigned_in_the_same_statements(django_assert_
     for _ in range(5):
         make_case(queue=queue)
     services.counters_reconcile()
-    with django_assert_num_queries(11):  # + the decisions of the cases left waiting
+    with django_assert_num_queries(7):
         result = services.assignment_batch_run()
     assert result.assigned == 1 and result.waiting == 4
+
+
+def _ranked_by_scan(pool, *, queue_id, needed, weight, strategy, max_priority, now):
+    """The rule stated plainly: every agent of the pool checked, the qualifying ones ranked."""
+    removed = dict.fromkeys(routing.RULES, 0)
+    eligible = []
+    for c in pool:
+        priority = c.queue_priority.get(queue_id)
+        if priority is None or priority > max_priority:
+            removed["not_in_queue"] += 1
+        elif not needed <= c.skills:
+            removed["missing_skill"] += 1
+        elif c.spare < weight:
+            removed["full"] += 1
+        else:
+            eligible.append(c)
+    eligible.sort(key=lambda c: routing.rank_key(c, strategy, now))
+    return removed, [(c.agent_id, routing.score(c, strategy, now)) for c in eligible[:routing.TOP_CANDIDATES]]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_indexed_pools_choose_like_a_full_scan(seed):
+    rng = random.Random(seed)
+    now = 1_000_000.0
+    agents = [routing.Candidate(
+        agent_id=n, skills=frozenset(rng.sample(["en", "fr", "vip"], rng.randint(0, 3))),
+        capacity=rng.randint(0, 4), load=rng.randint(0, 2), idle_since=now - rng.choice([0, 5, 60, 61.5]),
+        queue_priority={q: rng.randint(1, 2) for q in rng.sample([1, 2, 3], rng.randint(0, 2))})
+        for n in range(40)]
+    twins = {a.agent_id: dataclasses.replace(a, queue_priority=dict(a.queue_priority)) for a in agents}
+    pools = routing.Pools(agents, removed_before={"offline": 2}, now=now)
+    for _ in range(300):
+        ask = {"queue_id": rng.choice([1, 2, 3, 4]),
+               "needed": frozenset(rng.sample(["en", "vip"], rng.randint(0, 2))),
+               "weight": rng.choice([1, 1, 2]), "strategy": rng.choice(routing.STRATEGIES),
+               "max_priority": rng.choice([1, 2])}
+        choice = pools.choose(**ask)
+        # The engine hands the scan only the agents of the case's queue: the rest count as not in it.
+        pool = [a for a in twins.values() if ask["queue_id"] in a.queue_priority]
+        removed, top = _ranked_by_scan(pool, now=now, **ask)
+        removed["not_in_queue"] += len(twins) - len(pool)
+        assert choice.removed == {**removed, "offline": 2} and choice.top == top
+        if choice.winner is not None:
+            assert choice.winner.agent_id == top[0][0]
+            pools.take(choice.winner, ask["weight"])
+            twins[top[0][0]].load += ask["weight"]
+            twins[top[0][0]].idle_since = now
+
+
+def test_assignment_events_and_waiting_retry_written_by_the_one_statement():
+    queue = _queue(channel_weights={"chat": 2})
+    agent = AgentFactory(queues=[queue], capacity=2, display_name="Ada")
+    chat = make_case(queue=queue, channel="chat")
+    email = make_case(queue=queue, channel="email")
+
+    result = services.assignment_batch_run()
+
+    assert result.assignments == {chat.pk: agent.pk} and result.waiting == 1
+    events = list(CaseEvent.objects.filter(case=chat).exclude(kind=EventKind.CREATED)
+                  .values_list("kind", "data"))
+    assert events == [(EventKind.ASSIGNED, {"from": None, "to": agent.pk, "agent": "Ada", "by": "engine"}),
+                      (EventKind.STATUS_CHANGED, {"from": "new", "to": "assigned"})]
+    email.refresh_from_db()
+    assert email.assigned_agent_id is None and email.status == Status.NEW
+    assert email.routing_retry_at > timezone.now() and email.routing_decision["outcome"] == "waiting"
+    assert email.routing_decision["removed"] == {"full": 1}
+    assert not CaseEvent.objects.filter(case=email).exclude(kind=EventKind.CREATED).exists()
+
+
+def test_set_assignment_takes_the_feed_fence_itself(transactional_db):
+    from django.db import connection, transaction
+
+    from apps.cases import services as case_services
+    from apps.core.feed import feed_lock_key
+
+    queue = _queue()
+    agent = AgentFactory(queues=[queue])
+    case = make_case(queue=queue)
+
+    def fence_held():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock'"
+                           " AND pid = pg_backend_pid() AND ((classid::bigint << 32) | objid::bigint) = %s",
+                           [feed_lock_key(CaseEvent)])
+            return cursor.fetchone()[0] == 1
+
+    config = queue.configs.get(is_active=True)
+    with transaction.atomic():  # a transaction of its own: the factories' writes took the fence in theirs
+        assert not fence_held()
+        done = case_services.cases_assign_many(
+            assignments=[case_services.BulkAssignment(case_id=case.pk, queue_id=queue.pk, status=case.status,
+                                                      agent_id=agent.pk, weight=1)],
+            decisions={case.pk: {"outcome": "assigned"}}, configs={queue.pk: config})
+        assert done == [case.pk] and fence_held()
+    assert CaseEvent.objects.filter(case=case, kind=EventKind.ASSIGNED).count() == 1

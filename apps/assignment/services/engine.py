@@ -14,11 +14,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.assignment import counters, routing
-from apps.assignment.selectors import agents_routable, agents_unroutable_counts
+from apps.assignment.selectors import agents_for_routing
 from apps.assignment.services.counters import counters_reconcile
 from apps.cases import services as case_services
 from apps.cases.models import WAITING, Case, CaseEvent, QueueConfig
 from apps.core.feed import feed_writer_enter
+from apps.core.memory import cyclic_gc_paused
 
 
 @dataclass
@@ -38,22 +39,31 @@ def _claim(now, batch_size: int) -> list[tuple]:
                 .values_list("id", "queue_id", "status", "channel", "created_at")[:batch_size])
 
 
-def _candidates(now, ready_loads) -> tuple[list[routing.Candidate], dict[int, str]]:
-    rows = list(agents_routable(now).values_list(
-        "pk", "display_name", "skills", "capacity", "presence_changed_at", "link_queues", "link_priorities"))
-    ready, loads, idle = counters.counters_read([row[0] for row in rows])
+def _candidates(now) -> tuple[list[routing.Candidate], dict[str, int]]:
+    rows, unroutable = agents_for_routing(now)
+    ids = [row[0] for row in rows]
+    ready, loads, idle = counters.counters_read(ids)
     if not ready:
         counters_reconcile()
-        ready, loads, idle = counters.counters_read([row[0] for row in rows])
-    ready_loads.append(ready)
-    candidates, labels = [], {}
-    for pk, name, skills, capacity, changed, queues, priorities in rows:
-        since = max(idle.get(pk, 0.0), changed.timestamp() if changed else 0.0)
+        ready, loads, idle = counters.counters_read(ids)
+    # Agents share a handful of skill sets and queue link sets: each is parsed once (and never
+    # changed during the batch, so shared).
+    skill_sets: dict[str, frozenset[str]] = {}
+    link_sets: dict[str | None, dict[int, int]] = {}
+    candidates = []
+    for pk, skills, capacity, changed, links in rows:
+        skill_set = skill_sets.get(skills)
+        if skill_set is None:
+            skill_set = skill_sets[skills] = frozenset(skills.split(",")) - {""}
+        queue_priority = link_sets.get(links)
+        if queue_priority is None:
+            queue_priority = link_sets[links] = {
+                int(queue_id): int(priority)
+                for queue_id, priority in (link.split(":") for link in (links.split(",") if links else ()))}
         candidates.append(routing.Candidate(
-            agent_id=pk, skills=frozenset(skills), capacity=capacity, load=loads.get(pk, 0), idle_since=since,
-            queue_priority={q: p for q, p in zip(queues, priorities, strict=True) if q is not None}))
-        labels[pk] = name
-    return candidates, labels
+            agent_id=pk, skills=skill_set, capacity=capacity, load=loads.get(pk, 0),
+            idle_since=max(idle.get(pk, 0.0), changed), queue_priority=queue_priority))
+    return candidates, unroutable
 
 
 def assignment_batch_run(*, batch_size: int | None = None) -> BatchResult:
@@ -63,7 +73,7 @@ def assignment_batch_run(*, batch_size: int | None = None) -> BatchResult:
     result = BatchResult(batch=uuid.uuid4().hex[:12])
     reserved: list[tuple[int, int]] = []
     try:
-        with transaction.atomic():
+        with cyclic_gc_paused(), transaction.atomic():
             # The feed fence before any row lock (see apps.core.feed).
             feed_writer_enter(CaseEvent)
             now = timezone.now()
@@ -81,77 +91,72 @@ def assignment_batch_run(*, batch_size: int | None = None) -> BatchResult:
 
 def _decide_and_write(rows, now, result: BatchResult, reserved: list) -> None:
     configs = {c.queue_id: c for c in QueueConfig.objects.filter(queue_id__in={r[1] for r in rows},
-                                                                 is_active=True)}
+                                                                 is_active=True)
+               .only("queue_id", "routing", "transitions")}
     rules = {qid: routing.Routing.from_config(c.routing) for qid, c in configs.items()}
-    candidates, labels = _candidates(now, [])
-    unroutable = agents_unroutable_counts(now)
-    pools: dict[int, list[routing.Candidate]] = {}
-    for candidate in candidates:
-        for queue_id in candidate.queue_priority:
-            pools.setdefault(queue_id, []).append(candidate)
-    tiers = sorted({p for c in candidates for p in c.queue_priority.values()}) or [1]
+    candidates, unroutable = _candidates(now)
     clock = now.timestamp()
+    pools = routing.Pools(candidates, removed_before=unroutable, now=clock)
+    tiers = sorted({p for c in candidates for p in c.queue_priority.values()}) or [1]
 
-    chosen: dict = {}  # case id -> (winner, weight, choice)
-    last_choice: dict = {}
-    pending = [r for r in rows if r[1] in configs]
+    # Per claimed row, by position: its weight, its latest choice, and the agent it goes to.
+    weights = [0] * len(rows)
+    choices: list[routing.Choice | None] = [None] * len(rows)
+    winners: list[routing.Candidate | None] = [None] * len(rows)
+    pending = []  # (position, queue id, skills needed, strategy) of the rows still to place
+    for i, (_id, queue_id, _status, channel, created_at) in enumerate(rows):
+        rule = rules.get(queue_id)
+        if rule is not None:
+            weights[i] = rule.weight(channel)
+            pending.append((i, queue_id, rule.skills_needed(waited_seconds=clock - created_at.timestamp()),
+                            rule.strategy))
     # An agent works its first-priority queues before the others: tier 1 links first, then 2...
     for tier in tiers:
         still = []
-        for case_id, queue_id, _status, channel, created_at in pending:
-            rule = rules[queue_id]
-            pool = pools.get(queue_id, ())
-            before = {**unroutable, "not_in_queue": len(candidates) - len(pool)}
-            choice = routing.choose(
-                pool=pool, queue_id=queue_id, weight=rule.weight(channel), strategy=rule.strategy,
-                needed=rule.skills_needed(waited_seconds=(now - created_at).total_seconds()),
-                max_priority=tier, removed_before=before, now=clock)
-            last_choice[case_id] = choice
+        for item in pending:
+            i, queue_id, needed, strategy = item
+            choice = choices[i] = pools.choose(queue_id=queue_id, needed=needed, weight=weights[i],
+                                               strategy=strategy, max_priority=tier)
             if choice.winner is None:
-                still.append((case_id, queue_id, _status, channel, created_at))
-                continue
-            winner = choice.winner
-            winner.load += rule.weight(channel)
-            winner.idle_since = clock
-            chosen[case_id] = (winner, rule.weight(channel), choice)
+                still.append(item)
+            else:
+                pools.take(choice.winner, weights[i])
+                winners[i] = choice.winner
         pending = still
         if not pending:
             break
 
-    order = [r for r in rows if r[0] in chosen]
-    flags = counters.counters_reserve([(chosen[r[0]][0].agent_id, chosen[r[0]][1], chosen[r[0]][0].capacity)
-                                       for r in order])
+    order = [i for i, winner in enumerate(winners) if winner is not None]
+    wanted = [(winners[i].agent_id, weights[i], winners[i].capacity) for i in order]
+    flags = counters.counters_reserve(wanted)
     if flags is None:  # flushed between read and reserve: rebuild, then one more try
         counters_reconcile()
-        flags = counters.counters_reserve([(chosen[r[0]][0].agent_id, chosen[r[0]][1],
-                                            chosen[r[0]][0].capacity) for r in order]) or [False] * len(order)
+        flags = counters.counters_reserve(wanted) or [False] * len(order)
+    accepted = dict(zip(order, flags, strict=True))
     assignments, decisions, retry_at = [], {}, {}
     later = now + timedelta(seconds=settings.ASSIGNMENT_RETRY_SECONDS)
-    by_id = {r[0]: r for r in rows}
-    for (case_id, *_), accepted in zip(order, flags, strict=True):
-        winner, weight, choice = chosen[case_id]
-        strategy = rules[by_id[case_id][1]].strategy
-        if accepted:
-            reserved.append((winner.agent_id, weight))
-            assignments.append(case_services.BulkAssignment(
-                case_id=case_id, queue_id=by_id[case_id][1], status=by_id[case_id][2],
-                agent_id=winner.agent_id, agent_label=labels[winner.agent_id], weight=weight))
-            decisions[case_id] = routing.decision(choice=choice, strategy=strategy, outcome="assigned",
-                                                  batch=result.batch, at=now)
-        else:
+    stamp = now.isoformat()
+    for i, (case_id, queue_id, status, *_) in enumerate(rows):
+        rule = rules.get(queue_id)
+        strategy = rule.strategy if rule else ""
+        if accepted.get(i):
+            winner = winners[i]
+            reserved.append((winner.agent_id, weights[i]))
+            assignments.append(case_services.BulkAssignment(case_id=case_id, queue_id=queue_id, status=status,
+                                                            agent_id=winner.agent_id, weight=weights[i]))
+            decisions[case_id] = routing.decision(choice=choices[i], strategy=strategy, outcome="assigned",
+                                                  batch=result.batch, at=stamp)
+        elif i in accepted:
             result.refused += 1
             # Retried by the next batch at once: capacity may free up or the counter was stale.
-            decisions[case_id] = routing.decision(choice=choice, strategy=strategy, outcome="waiting",
-                                                  batch=result.batch, at=now,
+            decisions[case_id] = routing.decision(choice=choices[i], strategy=strategy, outcome="waiting",
+                                                  batch=result.batch, at=stamp,
                                                   note="capacity taken by a concurrent batch")
-    for case_id, queue_id, *_ in rows:
-        if case_id in decisions:
-            continue
-        rule = rules.get(queue_id)
-        decisions[case_id] = routing.decision(
-            choice=last_choice.get(case_id), strategy=rule.strategy if rule else "", outcome="waiting",
-            batch=result.batch, at=now, note="" if rule else "queue has no active config")
-        retry_at[case_id] = later
+        else:
+            decisions[case_id] = routing.decision(
+                choice=choices[i], strategy=strategy, outcome="waiting", batch=result.batch, at=stamp,
+                note="" if rule else "queue has no active config")
+            retry_at[case_id] = later
     done = case_services.cases_assign_many(assignments=assignments, decisions=decisions, configs=configs,
                                            retry_at=retry_at)
     done_set = set(done)

@@ -30,7 +30,7 @@ from apps.cases.models import (
 from apps.cases.services._events import _case_lock, _created_event, _event, _events_write
 from apps.cases.services.queue_configs import _active_config, _fields_object, case_fields_validate
 from apps.core.errors import ApplicationError, Conflict
-from apps.core.feed import feed_writer_enter
+from apps.core.feed import feed_lock_key, feed_writer_enter
 
 
 def _require_here(case: Case) -> None:
@@ -224,24 +224,46 @@ class BulkAssignment:
     queue_id: int
     status: str
     agent_id: int
-    agent_label: str
     weight: int
 
 
+# One statement for the whole batch: the rows arrive as one JSON array (no per-value quoting),
+# the assigned cases and the waiting ones are updated by two sub-statements, and the events of
+# the assigned are built from what the UPDATE returned. Row v: [id, agent id or null, weight,
+# status before, status after, decision, retry at]. Every row of v is joined to the feed fence,
+# so the fence is held before any event id is drawn (see apps.core.feed; granted at once to the
+# caller, who took it before claiming the rows).
 _ASSIGN_MANY_SQL = """
-UPDATE cases_case c SET
-    assigned_agent_id = v.agent_id, assigned_weight = v.weight, status = v.status,
-    first_assigned_at = COALESCE(c.first_assigned_at, %(now)s), updated_at = %(now)s,
-    routing_decision = v.decision, routing_retry_at = NULL
-FROM unnest(%(ids)s::uuid[], %(agents)s::bigint[], %(weights)s::int[], %(statuses)s::text[],
-            %(decisions)s::jsonb[]) AS v(id, agent_id, weight, status, decision)
-WHERE c.id = v.id AND c.assigned_agent_id IS NULL
-RETURNING c.id
-"""
-_DECIDE_MANY_SQL = """
-UPDATE cases_case c SET routing_decision = v.decision, routing_retry_at = v.retry_at
-FROM unnest(%(ids)s::uuid[], %(decisions)s::jsonb[], %(retries)s::timestamptz[]) AS v(id, decision, retry_at)
-WHERE c.id = v.id
+WITH fence AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock_shared(%(fence)s)
+), v AS (
+    SELECT (r->>0)::uuid AS id, (r->>1)::bigint AS agent_id, (r->>2)::int AS weight,
+           r->>3 AS from_status, r->>4 AS to_status, r->5 AS decision, (r->>6)::timestamptz AS retry_at, n
+    FROM fence, jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS t(r, n)
+), assigned AS (
+    UPDATE cases_case c SET
+        assigned_agent_id = v.agent_id, assigned_weight = v.weight, status = v.to_status,
+        first_assigned_at = COALESCE(c.first_assigned_at, %(now)s), updated_at = %(now)s,
+        routing_decision = v.decision, routing_retry_at = NULL
+    FROM v
+    WHERE v.agent_id IS NOT NULL AND c.id = v.id AND c.assigned_agent_id IS NULL
+    RETURNING c.id, v.n, v.agent_id, v.from_status, v.to_status
+), waiting AS (
+    UPDATE cases_case c SET routing_decision = v.decision, routing_retry_at = v.retry_at
+    FROM v
+    WHERE v.agent_id IS NULL AND c.id = v.id
+), events AS (
+    INSERT INTO cases_caseevent (case_id, kind, actor_id, data, created_at)
+    SELECT a.id, e.kind, %(actor)s::bigint, e.data, %(now)s
+    FROM assigned a JOIN assignment_agent ag ON ag.id = a.agent_id CROSS JOIN LATERAL (VALUES
+        (1, 'assigned',
+         jsonb_build_object('from', NULL, 'to', a.agent_id, 'agent', ag.display_name, 'by', 'engine')),
+        (2, 'status_changed', jsonb_build_object('from', a.from_status, 'to', a.to_status))
+    ) AS e(k, kind, data)
+    WHERE e.k = 1 OR a.to_status <> a.from_status
+    ORDER BY a.n, e.k
+)
+SELECT id FROM assigned
 """
 
 
@@ -249,44 +271,32 @@ def cases_assign_many(*, assignments: list[BulkAssignment], decisions: dict[Any,
                       configs: dict[int, QueueConfig], retry_at: dict[Any, Any] | None = None,
                       actor=None) -> list[Any]:
     """Assign many waiting cases at once and record the routing decision of every case named in
-    `decisions` (one not assigned is not claimed again before its `retry_at`): three statements
-    whatever the count (an UPDATE of the assigned, one of the rest, one INSERT of the events).
+    `decisions` (one not assigned is not claimed again before its `retry_at`), with the events of
+    each assignment: one statement whatever the count.
 
     Runs inside the caller's transaction, which took the feed fence before claiming the rows.
     Returns the ids assigned; an agent pushed past capacity makes the database refuse the whole
     set (IntegrityError, constraint case_agent_capacity), so nothing is half-written.
     """
-    now = timezone.now()
     retry_at = retry_at or {}
-    to_status = {a.case_id: (Status.ASSIGNED if _moves_to_assigned(a.status, configs[a.queue_id])
-                             else a.status) for a in assignments}
-    assigned: list[Any] = []
-    with connection.cursor() as cursor:
-        if assignments:
-            cursor.execute(_ASSIGN_MANY_SQL, {
-                "now": now, "ids": [a.case_id for a in assignments],
-                "agents": [a.agent_id for a in assignments], "weights": [a.weight for a in assignments],
-                "statuses": [to_status[a.case_id] for a in assignments],
-                "decisions": [json.dumps(decisions.get(a.case_id)) for a in assignments],
-            })
-            assigned = [row[0] for row in cursor.fetchall()]
-        rest = [case_id for case_id in decisions if case_id not in to_status]
-        if rest:
-            cursor.execute(_DECIDE_MANY_SQL, {"ids": rest, "retries": [retry_at.get(c) for c in rest],
-                                              "decisions": [json.dumps(decisions[c]) for c in rest]})
-    done = set(assigned)
-    events: list[CaseEvent] = []
+    rows: list[list] = []
+    assigning = set()
     for a in assignments:
-        if a.case_id not in done:
-            continue
-        case = Case(id=a.case_id, queue_id=a.queue_id)
-        events.append(_event(case, EventKind.ASSIGNED, actor, **{"from": None, "to": a.agent_id,
-                                                                "agent": a.agent_label, "by": "engine"}))
-        if to_status[a.case_id] != a.status:
-            events.append(_event(case, EventKind.STATUS_CHANGED, actor,
-                                 **{"from": a.status, "to": to_status[a.case_id]}))
-    _events_write(events)
-    return assigned
+        assigning.add(a.case_id)
+        to_status = Status.ASSIGNED if _moves_to_assigned(a.status, configs[a.queue_id]) else a.status
+        rows.append([str(a.case_id), a.agent_id, a.weight, a.status, to_status, decisions.get(a.case_id),
+                     None])
+    for case_id, decision in decisions.items():
+        if case_id not in assigning:
+            retry = retry_at.get(case_id)
+            rows.append([str(case_id), None, 0, None, None, decision, retry.isoformat() if retry else None])
+    if not rows:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(_ASSIGN_MANY_SQL, {"rows": json.dumps(rows), "now": timezone.now(),
+                                          "fence": feed_lock_key(CaseEvent),
+                                          "actor": actor.pk if getattr(actor, "pk", None) else None})
+        return [row[0] for row in cursor.fetchall()]
 
 
 @transaction.atomic

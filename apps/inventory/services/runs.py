@@ -8,13 +8,11 @@ what a run does with them.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from itertools import islice
 
@@ -22,6 +20,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError
+from apps.core.memory import cyclic_gc_paused
 from apps.inventory import conf, pipeline
 from apps.inventory.models import IngestionRun, RunSource, RunStatus
 from apps.inventory.services import engine
@@ -63,7 +62,7 @@ def ingestion_run_process(*, run_id: int) -> str:
             return "waiting"
         return "busy" if run.status == RunStatus.RUNNING else "skipped"
     try:
-        with engine.Heartbeat(run_id, token), _cyclic_gc_paused():
+        with engine.Heartbeat(run_id, token), cyclic_gc_paused():
             prediction = _run_batches(run_id, token, claimed)
     except engine.ClaimLost:
         logger.warning("ingestion run %s was re-claimed by another worker", run_id)
@@ -81,20 +80,6 @@ def ingestion_run_process(*, run_id: int) -> str:
             engine.FINISH_SQL, {"run": run_id, "token": token, "sla": claimed[10], "prediction": prediction}
         )
     return "succeeded"
-
-
-@contextmanager
-def _cyclic_gc_paused():
-    """A run allocates some 100,000 short-lived objects per 10,000 items (parsed items, rows),
-    none of them in reference cycles: the cyclic collector would only traverse them again and
-    again (~5 % of a run). Reference counting still frees them; collection resumes after."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
