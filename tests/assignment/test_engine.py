@@ -278,3 +278,17 @@ def test_set_assignment_takes_the_feed_fence_itself(transactional_db):
             decisions={case.pk: {"outcome": "assigned"}}, configs={queue.pk: config})
         assert done == [case.pk] and fence_held()
     assert CaseEvent.objects.filter(case=case, kind=EventKind.ASSIGNED).count() == 1
+
+
+def test_the_api_answers_why_a_case_is_still_waiting(api_client):
+    from tests.factories.accounts import UserFactory
+
+    queue = _queue(required_skills=["fraud"])
+    AgentFactory(queues=[queue], skills=["english"])
+    case = make_case(queue=queue)
+    api_client.force_authenticate(UserFactory(roles=["agent"]))
+    assert api_client.get(f"/api/v1/cases/{case.pk}/").json()["routing_decision"] is None
+
+    services.assignment_batch_run()
+    decision = api_client.get(f"/api/v1/cases/{case.pk}/").json()["routing_decision"]
+    assert decision["outcome"] == "waiting" and decision["removed"] == {"missing_skill": 1}

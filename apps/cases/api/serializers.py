@@ -49,9 +49,14 @@ class CaseSerializer(serializers.ModelSerializer):
 
 class CaseDetailSerializer(CaseSerializer):
     timeline = CaseEventSerializer(source="events", many=True, read_only=True)
+    routing_decision = serializers.JSONField(
+        read_only=True, allow_null=True,
+        help_text="The assignment engine's latest decision for this case: agents removed per rule, top "
+                  "candidates with scores, the winner and the strategy (null before the engine saw it).",
+    )
 
     class Meta(CaseSerializer.Meta):
-        fields = [*CaseSerializer.Meta.fields, "timeline"]
+        fields = [*CaseSerializer.Meta.fields, "routing_decision", "timeline"]
         read_only_fields = fields
 
 
