@@ -41,7 +41,8 @@ class CrashLoop(Exception):
 
 
 class Unit:
-    """Something kept up: a child process or an embedded service."""
+    """Something kept up, and its restart arithmetic; Child and Service add how to start one
+    (`start()`) and how to tell it died (`death(now)`)."""
 
     def __init__(self, name: str, policy: RestartPolicy):
         self.name = name
@@ -66,14 +67,6 @@ class Unit:
         self.up_since = None
         self.restart_at = now + self.delay
         return self.delay
-
-    def start(self) -> None:
-        raise NotImplementedError
-
-    def death(self, now: float) -> str | None:
-        """Why it is no longer running, or None while it runs."""
-        raise NotImplementedError
-
 
 class Child(Unit):
     def __init__(self, name: str, argv: list[str], *, cwd: Path, policy: RestartPolicy):

@@ -177,27 +177,23 @@ class LogGrepCheck(Check):
             current = os.fstat(handle.fileno())  # the file actually read, should it rotate again meanwhile
             matches, note = 0, ""
             offset, inode, head = state.get("offset"), state.get("inode"), state.get("head")
+            rotated: object = False  # the rotated file holding our unread lines; None: not found
             if offset is None:
                 offset = 0 if p.get("start", "end") == "beginning" else current.st_size
             elif inode not in (None, current.st_ino):
                 # Renamed away: lines written to the old file after the last run are still there.
-                old = held[0] if held is not None and held[1] == inode else _renamed_file(
+                rotated = held[0] if held is not None and held[1] == inode else _renamed_file(
                     path, inode=inode, current_inode=current.st_ino)
-                if old is None:
-                    note = MISSED
-                else:
-                    to_close.append(old)
-                    matches += _scan(old, offset, regex, finished=True)[0]
-                offset, head = 0, None
             elif current.st_size < offset or (head is not None and _head(handle, head[0]) != head[1]):
                 # Truncated in place (copytruncate): the lines after our offset went to the copy.
-                copy = _copied_file(path, offset=offset, head=head, current_inode=current.st_ino)
-                if copy is None:
+                rotated = _copied_file(path, offset=offset, head=head, current_inode=current.st_ino)
+            if rotated is not False:
+                if rotated is None:
                     note = MISSED
                 else:
-                    to_close.append(copy)
-                    matches += _scan(copy, offset, regex, finished=True)[0]
-                offset, head = 0, None
+                    to_close.append(rotated)
+                    matches += _scan(rotated, offset, regex, finished=True)[0]
+                offset, head = 0, None  # the live file is new: read it from its start
             found, consumed = _scan(handle, offset, regex, limit=MAX_BYTES_PER_RUN)
             matches += found
             offset += consumed
