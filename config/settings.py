@@ -335,5 +335,7 @@ ASSIGNMENT_HEARTBEAT_TTL_SECONDS = env.int("ASSIGNMENT_HEARTBEAT_TTL_SECONDS", d
 ASSIGNMENT_BATCH_SIZE = env.int("ASSIGNMENT_BATCH_SIZE", default=500)
 # A case no agent could take is looked at again after this long (other cases get their turn).
 ASSIGNMENT_RETRY_SECONDS = env.int("ASSIGNMENT_RETRY_SECONDS", default=5)
+# Arriving and released cases ask for a batch at once (debounced) instead of waiting for beat.
+ASSIGNMENT_ON_DEMAND = env.bool("ASSIGNMENT_ON_DEMAND", default=True)
 # The demo has no agent clients: a beat job keeps the demo agents' heartbeats fresh (embedded stack only).
 ASSIGNMENT_DEMO_HEARTBEATS = env.bool("ASSIGNMENT_DEMO_HEARTBEATS", default=EMBEDDED)

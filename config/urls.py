@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("apps.cases.api.urls")),
+    path("api/v1/agent/", include("apps.assignment.api.urls")),
     path("api/v1/inventory/", include("apps.inventory.api.urls")),
     path("api/v1/health/", include("apps.health.api.urls")),
     path("", include("apps.health.urls")),

@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from apps.cases.signals import cases_waiting
+
 
 class AssignmentConfig(AppConfig):
     name = "apps.assignment"
@@ -13,3 +15,11 @@ class AssignmentConfig(AppConfig):
 
         register_collector(metrics.collect)
         register_seeder(self.label, demo.seed)
+        cases_waiting.connect(_on_cases_waiting, dispatch_uid="assignment.on_demand_batch")
+
+
+def _on_cases_waiting(sender, queue_ids=(), **kwargs) -> None:
+    """Cases started waiting: ask for a batch now rather than at the next beat."""
+    from apps.assignment.services import assignment_batch_request
+
+    assignment_batch_request()

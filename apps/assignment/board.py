@@ -27,8 +27,10 @@ RULE_LABELS = {
     "not_in_queue": "not in the queue",
     "missing_skill": "missing a skill",
     "full": "at capacity",
+    "declined": "declined it or let the offer expire",
 }
-STRATEGY_LABELS = {routing.MOST_SPARE_CAPACITY: "most spare capacity", routing.ROUND_ROBIN: "round robin"}
+STRATEGY_LABELS = {routing.MOST_SPARE_CAPACITY: "most spare capacity", routing.ROUND_ROBIN: "round robin",
+                   "pull": "asked for by the agent (next case)"}
 
 
 @dataclass
@@ -115,6 +117,9 @@ def decision_explain(doc: Mapping[str, Any] | None, *, names: Mapping[int, str],
 def _waiting_reasons(explained: Explained, removed: Mapping[str, int]) -> list[str]:
     if explained.outcome == "assigned":
         return ["The latest decision assigned it; it was unassigned since, so the next batch looks again."]
+    if explained.outcome == "offered":
+        return ["The latest decision offered it; the offer was declined or expired, so the next batch "
+                "offers it to someone else."]
     reasons = []
     if explained.note:
         reasons.append(explained.note[:1].upper() + explained.note[1:] + ".")
@@ -170,7 +175,8 @@ def assignment_board(now: datetime | None = None) -> dict[str, Any]:
                                                               order_by="queue_links__queue__slug"))
                   .order_by("display_name", "pk"))
     loads, loads_source = agents_loads_for_board([a.pk for a in agents])
-    recent = list(CaseEvent.objects.filter(kind=EventKind.ASSIGNED, data__by="engine").order_by("-id")
+    given = (EventKind.ASSIGNED, EventKind.OFFERED)
+    recent = list(CaseEvent.objects.filter(kind__in=given, data__by="engine").order_by("-id")
                   .values("created_at", "case_id", "case__subject", "case__queue__name", "data",
                           "case__routing_decision")[:RECENT_DECISIONS])
     names = {a.pk: a.display_name for a in agents}
@@ -199,6 +205,7 @@ def assignment_board(now: datetime | None = None) -> dict[str, Any]:
     decisions = [{
         "at": row["created_at"], "case_id": row["case_id"], "subject": row["case__subject"],
         "queue": row["case__queue__name"], "agent": (row["data"] or {}).get("agent") or "",
+        "offered": "expires_at" in (row["data"] or {}),
         "explained": decision_explain(row["case__routing_decision"], names=names, waiting=False),
     } for row in recent]
     return {

@@ -20,6 +20,7 @@ from django.conf import settings
 LOAD = "assign:load"  # agent id -> units in use
 IDLE = "assign:idle"  # agent id -> epoch seconds of their last assignment (round robin)
 READY = "assign:ready"  # present once LOAD was rebuilt from PostgreSQL
+DRIFT = "assign:drift"  # running totals of what the reconcile job corrected
 KEYS = (LOAD, IDLE, READY)
 
 # Every (agent, units, capacity) in order, as "agent:units:capacity" items joined by commas in
@@ -71,11 +72,32 @@ local ids = {}
 for id in string.gmatch(ARGV[1], '%d+') do ids[#ids + 1] = id end
 return cjson.encode({redis.call('EXISTS', KEYS[3]), pick(KEYS[1], ids), pick(KEYS[2], ids)})
 """
+# Before replacing the loads, the rebuild measures how far they had drifted from PostgreSQL's
+# (agents and units) and adds it to running totals: the reconcile job's findings, for metrics.
+# Counters that were not ready (a flushed Redis) have no drift to measure; that is counted apart.
 _REBUILD = """
+local agents, units = 0, 0
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local was, flat = {}, redis.call('HGETALL', KEYS[1])
+  for i = 1, #flat, 2 do was[flat[i]] = tonumber(flat[i + 1]) end
+  for i = 1, #ARGV, 2 do
+    local diff = math.abs((was[ARGV[i]] or 0) - tonumber(ARGV[i + 1]))
+    if diff > 0 then agents = agents + 1; units = units + diff end
+    was[ARGV[i]] = nil
+  end
+  for _, load in pairs(was) do
+    if load ~= 0 then agents = agents + 1; units = units + math.abs(load) end
+  end
+  redis.call('HINCRBY', KEYS[3], 'runs', 1)
+  redis.call('HINCRBY', KEYS[3], 'agents', agents)
+  redis.call('HINCRBY', KEYS[3], 'units', units)
+else
+  redis.call('HINCRBY', KEYS[3], 'rebuilt_from_empty', 1)
+end
 redis.call('DEL', KEYS[1])
 for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('SET', KEYS[2], '1')
-return 1
+return {agents, units}
 """
 
 
@@ -129,11 +151,36 @@ def counters_set(loads: Mapping[int, int]) -> bool:
     return bool(_scripts()["set"](keys=[LOAD, READY], args=_flat(loads.items())))
 
 
-def counters_rebuild(loads: Mapping[int, int]) -> None:
-    """Replace every load at once and mark the counters ready."""
-    _scripts()["rebuild"](keys=[LOAD, READY], args=_flat(loads.items()))
+def counters_rebuild(loads: Mapping[int, int]) -> tuple[int, int]:
+    """Replace every load at once and mark the counters ready; returns the drift it corrected
+    (agents whose load was wrong, units wrong in all), (0, 0) after a flush."""
+    agents, units = _scripts()["rebuild"](keys=[LOAD, READY, DRIFT], args=_flat(loads.items()))
+    return int(agents), int(units)
+
+
+def reconcile_totals() -> dict[str, int]:
+    """Running totals of the reconcile job since Redis last lost its data: runs, agents and
+    units of drift found, and rebuilds of counters found missing."""
+    totals = {k.decode(): int(v) for k, v in _client().hgetall(DRIFT).items()}
+    return {name: totals.get(name, 0) for name in ("runs", "agents", "units", "rebuilt_from_empty")}
 
 
 def counters_loads() -> dict[int, int]:
     """Every stored load (tests and the reconcile report)."""
     return {int(k): int(v) for k, v in _client().hgetall(LOAD).items()}
+
+
+def flag_clear(key: str) -> None:
+    try:
+        _client().delete(key)
+    except redis.RedisError:
+        pass
+
+
+def flag_set_once(key: str, ttl_ms: int) -> bool:
+    """True when this call raised the flag (it was down); False while it is up, or when Redis
+    cannot be reached (callers treat the flag as an optimisation, never as a lock)."""
+    try:
+        return bool(_client().set(key, "1", nx=True, px=ttl_ms))
+    except redis.RedisError:
+        return False

@@ -1,5 +1,6 @@
 """Demo agents with presence, capacity and skills, online while the embedded demo runs: no agent
-client sends heartbeats there, so a demo-only beat job sends them on the demo agents' behalf."""
+client sends heartbeats or answers offers there, so a demo-only beat job does both on the demo
+agents' behalf."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from apps.assignment.models import Agent, Presence
+from apps.assignment import services
+from apps.assignment.models import Agent, Offer, OfferState, Presence
 from apps.core.demo import demo_user
+from apps.core.errors import ApplicationError
 from apps.core.progress import Progress
 
 # (skills, capacity, presence) of agent1, agent2, ...: the demo backlog fits the capacity of the
@@ -31,8 +34,9 @@ DEMO_USERNAME_RE = r"^agent\d+$"
 
 HEARTBEAT_TASK = "apps.assignment.demo.demo_agents_heartbeat"
 HEARTBEAT_SCHEDULE = "assignment: demo agents heartbeat (embedded demo only)"
-# Well inside ASSIGNMENT_HEARTBEAT_TTL_SECONDS (60 s by default), so a late run never lets them expire.
-HEARTBEAT_EVERY_S = 15
+# Well inside ASSIGNMENT_HEARTBEAT_TTL_SECONDS (60 s by default), so a late run never lets them
+# expire; and often enough that offers are taken within seconds, as a person at the desk would.
+HEARTBEAT_EVERY_S = 5
 
 
 def demo_heartbeats_enabled() -> bool:
@@ -61,7 +65,25 @@ def demo_agents_heartbeat() -> int:
     agents stay fresh; one set away or offline in the admin is left so."""
     if not demo_heartbeats_enabled():
         return 0
-    return demo_agents().filter(presence=Presence.AVAILABLE).update(heartbeat_at=timezone.now())
+    fresh = demo_agents().filter(presence=Presence.AVAILABLE).update(heartbeat_at=timezone.now())
+    demo_offers_accept()
+    return fresh
+
+
+def demo_offers_accept() -> int:
+    """The demo agents accept what the engine offers them, one offer at a time as their client
+    would; returns how many were accepted (an offer settled meanwhile is skipped)."""
+    accepted = 0
+    pending = list(Offer.objects.filter(state=OfferState.PENDING, agent__in=demo_agents(),
+                                        expires_at__gt=timezone.now())
+                   .select_related("agent__user").order_by("pk"))
+    for offer in pending:
+        try:
+            services.offer_accept(offer_id=offer.pk, user=offer.agent.user)
+        except ApplicationError:
+            continue
+        accepted += 1
+    return accepted
 
 
 def _heartbeat_schedule() -> None:

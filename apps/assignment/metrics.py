@@ -1,7 +1,7 @@
 """Prometheus metrics of assignment: waiting cases and the oldest wait per queue, agents by
-presence (and how many take cases), time from creation to first assignment over a recent window,
-and drift between the Redis load counters and PostgreSQL. Offers do not exist yet, so no offer
-metric is exported."""
+presence (and how many take cases), time from creation to first offer or assignment over a
+recent window, recent offers by outcome (expired among them), the drift between the Redis load
+counters and PostgreSQL now, and the drift the reconcile job found and corrected."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ from datetime import timedelta
 import redis
 from django.db.models import Count, Min, Q, Sum
 from django.db.models.functions import Extract, Now
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
 
 from apps.assignment import counters
-from apps.assignment.models import Agent, Presence
+from apps.assignment.models import Agent, Offer, OfferState, Presence
 from apps.assignment.selectors import agent_loads, heartbeat_ttl
 from apps.cases.models import WAITING, Case, Queue
 
@@ -55,6 +60,20 @@ def wait_to_assign_histogram() -> tuple[list[int], float, int]:
     )
     return ([totals[f"le_{i}"] for i in range(len(WAIT_BUCKETS))], float(totals["seconds"] or 0.0),
             totals["total"])
+
+
+def offers_recent() -> dict[tuple[str, str], int]:
+    """Offers made within the window, by (queue slug, state): one grouped query."""
+    rows = (Offer.objects.filter(created_at__gte=Now() - WAIT_WINDOW).order_by()
+            .values_list("case__queue__slug", "state").annotate(n=Count("pk")))
+    return {(slug, state): n for slug, state, n in rows}
+
+
+def reconcile_totals() -> dict[str, int] | None:
+    try:
+        return counters.reconcile_totals()
+    except redis.RedisError:
+        return None
 
 
 def counter_drift() -> tuple[int, int] | None:
@@ -108,6 +127,28 @@ def collect() -> Iterable[Metric]:
                  ("+Inf", total)],
         gsum_value=seconds)
     yield histogram
+
+    offers = GaugeMetricFamily(
+        "casehub_assignment_offers",
+        f"Offers made in the last {int(WAIT_WINDOW.total_seconds())} s, per queue and outcome "
+        "(pending, accepted, declined, expired, withdrawn).", labels=["queue", "state"])
+    recent = offers_recent()
+    for slug in sorted({slug for slug, _ in recent}):
+        for state in OfferState.values:
+            offers.add_metric([slug, state], recent.get((slug, state), 0))
+    yield offers
+
+    totals = reconcile_totals()
+    if totals is not None:
+        for name, key, text in (
+            ("runs", "runs", "Reconcile runs that compared the load counters with PostgreSQL."),
+            ("drift_agents", "agents", "Agents whose load counter the reconcile job found wrong, summed."),
+            ("drift_units", "units", "Capacity units of counter drift the reconcile job corrected, summed."),
+            ("rebuilt_from_empty", "rebuilt_from_empty",
+             "Reconcile runs that found the counters missing (Redis flushed or new) and rebuilt them."),
+        ):
+            yield CounterMetricFamily(f"casehub_assignment_reconcile_{name}",
+                                      f"{text} Since Redis last lost its data.", value=totals[key])
 
     drift = counter_drift()
     yield GaugeMetricFamily("casehub_assignment_counters_readable",

@@ -3,7 +3,9 @@ supply side of assignment."""
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
+from django.db.models import Q
 
 
 class Presence(models.TextChoices):
@@ -33,7 +35,9 @@ class Agent(models.Model):
         ordering = ["display_name"]
         # Agents set their own presence and nothing else; change_agent (every field of every
         # agent) is for ops. The admin applies it per object (apps.assignment.admin).
-        permissions = [("change_own_presence", "Can change their own presence")]
+        permissions = [("change_own_presence", "Can change their own presence"),
+                       # Not a view_* permission, so agents (who see agents) do not get it.
+                       ("see_assignment_board", "Can see the assignment board")]
         constraints = [
             models.CheckConstraint(condition=models.Q(capacity__lte=100), name="agent_capacity_sane"),
         ]
@@ -64,3 +68,54 @@ class AgentQueue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_id} -> {self.queue_id} (p{self.priority})"
+
+
+class OfferState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    DECLINED = "declined", "Declined"
+    EXPIRED = "expired", "Expired"
+    # The case left the agent another way while offered (unassigned, transferred, closed).
+    WITHDRAWN = "withdrawn", "Withdrawn"
+
+
+class Offer(models.Model):
+    """A case offered to an agent: while pending the case is held by the agent (its capacity
+    counted) until accepted, declined or expired; a declining or silent agent is not offered
+    the same case again."""
+
+    id = models.BigAutoField(primary_key=True)
+    # Indexed by the composite indexes below (their leading columns), not one index each.
+    case = models.ForeignKey("cases.Case", on_delete=models.CASCADE, related_name="offers", db_index=False)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="offers", db_index=False)
+    state = models.CharField(max_length=16, choices=OfferState.choices, default=OfferState.PENDING)
+    weight = models.PositiveSmallIntegerField(default=1)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    responded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["case"], condition=Q(state="pending"),
+                                    name="offer_one_pending_per_case"),
+            models.CheckConstraint(condition=Q(expires_at__gt=models.F("created_at")),
+                                   name="offer_expires_after_created"),
+            models.CheckConstraint(condition=Q(state="pending") | Q(responded_at__isnull=False),
+                                   name="offer_answered_has_time"),
+        ]
+        indexes = [
+            # The expiry job's scan, and an agent's pending offers.
+            models.Index(fields=["expires_at"], name="offer_pending_expiry_idx",
+                         condition=Q(state="pending")),
+            models.Index(fields=["agent", "expires_at"], name="offer_agent_pending_idx",
+                         condition=Q(state="pending")),
+            # Who passed on a case (the engine's claim), and a case's offers.
+            models.Index(fields=["case", "agent"], name="offer_case_agent_idx"),
+            # The offers metrics read a recent window of an append-mostly table: a BRIN index
+            # costs next to nothing per insert.
+            BrinIndex(fields=["created_at"], name="offer_created_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"offer {self.pk} of {self.case_id} to {self.agent_id} ({self.state})"

@@ -14,8 +14,9 @@ ROUND_ROBIN = "round_robin"
 STRATEGIES = (MOST_SPARE_CAPACITY, ROUND_ROBIN)
 DEFAULT_WEIGHT = 1
 # The rules that remove agents from a case's pool, in the order they apply.
-RULES = ("offline", "stale_heartbeat", "not_in_queue", "missing_skill", "full")
+RULES = ("offline", "stale_heartbeat", "not_in_queue", "missing_skill", "full", "declined")
 TOP_CANDIDATES = 3
+DEFAULT_OFFER_TIMEOUT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class Routing:
     relax_after_seconds: int | None = None
     channel_weights: Mapping[str, int] = field(default_factory=dict)
     strategy: str = MOST_SPARE_CAPACITY
+    # An assignment is first an offer the agent accepts in time; a queue may assign directly.
+    offers: bool = True
+    offer_timeout_seconds: int = DEFAULT_OFFER_TIMEOUT_SECONDS
 
     @classmethod
     def from_config(cls, routing: Mapping[str, Any] | None) -> Routing:
@@ -39,6 +43,8 @@ class Routing:
             relax_after_seconds=routing.get("relax_after_seconds"),
             channel_weights=dict(routing.get("channel_weights", {})),
             strategy=routing.get("strategy", MOST_SPARE_CAPACITY),
+            offers=bool(routing.get("offers", True)),
+            offer_timeout_seconds=int(routing.get("offer_timeout_seconds", DEFAULT_OFFER_TIMEOUT_SECONDS)),
         )
 
     def weight(self, channel: str) -> int:
@@ -159,16 +165,19 @@ class Pools:
         return group
 
     def choose(self, *, queue_id: int, needed: frozenset[str], weight: int, strategy: str,
-               max_priority: int) -> Choice:
+               max_priority: int, skip: frozenset[int] | tuple = ()) -> Choice:
         """The best agent for one case among the agents of its queue whose priority for the
-        queue is at most `max_priority`, who have the skills needed and room for `weight`."""
+        queue is at most `max_priority`, who have the skills needed and room for `weight`, and
+        who are not in `skip` (they declined the case or let its offer expire)."""
         group = self._group(queue_id, needed, strategy, max_priority)
         removed = dict(group.removed)
         removed["full"] = sum(count for spare, count in group.spares.items() if spare < weight)
         top: list[Candidate] = []
         for key in group.ranked:
             candidate = self.by_id[key[2]]
-            if candidate.spare >= weight:
+            if candidate.agent_id in skip:
+                removed["declined"] += 1
+            elif candidate.spare >= weight:
                 top.append(candidate)
                 if len(top) == TOP_CANDIDATES:
                     break
@@ -197,7 +206,8 @@ def decision(*, choice: Choice | None, strategy: str, outcome: str, batch: str, 
     if choice is not None:
         doc["removed"] = {k: v for k, v in choice.removed.items() if v}
         doc["top"] = [[agent_id, value] for agent_id, value in choice.top]
-        doc["winner"] = choice.winner.agent_id if choice.winner and outcome == "assigned" else None
+        held = choice.winner is not None and outcome in ("assigned", "offered")
+        doc["winner"] = choice.winner.agent_id if held else None
     if note:
         doc["note"] = note
     return doc

@@ -27,3 +27,9 @@ def counters_reconcile() -> int:
 def counters_feed_consume() -> int:
     """Beat-driven: absolute loads of the agents that new case events touched."""
     return services.counters_feed_consume()
+
+
+@shared_task(acks_late=True, soft_time_limit=20, time_limit=30)
+def offers_expire() -> int:
+    """Beat-driven (every 2 s): unanswered offers expire and their cases wait again."""
+    return services.offers_expire()

@@ -199,6 +199,11 @@ class EventKind(models.TextChoices):
     FIELD_CHANGED = "field_changed", "Field changed"
     STATUS_CHANGED = "status_changed", "Status changed"
     ASSIGNED = "assigned", "Assigned"
+    # An offer holds the case (and the agent's capacity) until accepted, declined or expired.
+    OFFERED = "offered", "Offered"
+    OFFER_ACCEPTED = "offer_accepted", "Offer accepted"
+    OFFER_DECLINED = "offer_declined", "Offer declined"
+    OFFER_EXPIRED = "offer_expired", "Offer expired"
     NOTE = "note", "Note"
     MESSAGE = "message", "Message"
     TRANSFERRED = "transferred", "Transferred to queue"

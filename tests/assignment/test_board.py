@@ -47,7 +47,7 @@ def test_case_page_explains_who_got_the_case_and_why(ops):
     assert services.assignment_batch_run().assigned == 1
     page = _case_page(ops, case)
     assert "Routing decision" in page and "Why is this case still waiting?" not in page
-    assert 'class="routing-outcome">assigned<' in page
+    assert 'class="routing-outcome">offered<' in page
     assert 'class="routing-winner">Winner Wu<' in page and "strategy most spare capacity" in page
     assert '<td data-rule="missing_skill">1</td>' in page and '<td data-rule="full">0</td>' in page
     # Top candidates by score: the winner first (5 spare units), then the runner-up (3).
@@ -148,7 +148,7 @@ def test_board_shows_backlog_oldest_wait_agents_and_recent_decisions(ops):
     assert "Away</td>" in body and "Available <span class=\"board-stale\">(heartbeat stale)</span>" in body
     assert "loads from Redis counters" in body
     decisions = body[body.index('class="board-decisions"'):]
-    assert "first in line" in decisions and "<td>Busy Bea</td>" in decisions
+    assert "first in line" in decisions and "<td>Busy Bea <small>(offered)</small></td>" in decisions
 
 
 def test_board_query_count_is_constant(ops, django_assert_num_queries):

@@ -18,7 +18,8 @@ BOARD = "/admin/assignment/agent/board/"
 def test_board_in_a_real_browser_refreshes_itself(page, live_server):
     # Permissions granted directly: a transactional test flushes the role groups' permissions.
     user = UserFactory(username="ops-board", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="view_agent"))
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_agent",
+                                                                       "see_assignment_board"]))
     queue = QueueFactory(slug="browser-q", name="Browser queue")
     agent = AgentFactory(display_name="Browser Agent", queues=[queue], capacity=5)
     first = make_case(queue=queue, subject="first")

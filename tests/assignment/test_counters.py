@@ -139,3 +139,13 @@ def test_concurrent_manual_assigns_cannot_both_take_the_last_unit(transactional_
 
     assert sorted(run_at_once(assign, 4)) == [False, False, False, True]
     assert Case.objects.filter(assigned_agent=agent).count() == 1
+
+
+def test_cases_created_in_bulk_with_an_agent_take_their_weight_and_respect_capacity():
+    queue = QueueFactory(config__routing={"channel_weights": {"chat": 2}})
+    agent = AgentFactory(queues=[queue], capacity=3)
+    [chat] = case_services.cases_bulk_create(cases=[Case(queue=queue, channel="chat", assigned_agent=agent)])
+    chat.refresh_from_db()
+    assert chat.assigned_weight == 2
+    with pytest.raises(IntegrityError), transaction.atomic():
+        case_services.cases_bulk_create(cases=[Case(queue=queue, channel="chat", assigned_agent=agent)])

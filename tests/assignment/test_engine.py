@@ -20,7 +20,7 @@ def _queue(**routing):
 
 
 def test_assigns_waiting_case_with_events_and_decision():
-    queue = _queue()
+    queue = _queue(offers=False)
     agent = AgentFactory(queues=[queue])
     case = make_case(queue=queue)
 
@@ -35,6 +35,29 @@ def test_assigns_waiting_case_with_events_and_decision():
     assert decision["outcome"] == "assigned" and decision["winner"] == agent.pk
     assert decision["top"][0][0] == agent.pk and decision["strategy"] == "most_spare_capacity"
     assert counters.counters_loads() == {agent.pk: 1}
+    assert not case.offers.exists()
+
+
+def test_offering_queue_holds_the_case_for_the_agent_until_they_answer():
+    queue = _queue(offer_timeout_seconds=30)
+    agent = AgentFactory(queues=[queue], display_name="Ada")
+    case = make_case(queue=queue)
+
+    result = services.assignment_batch_run()
+
+    case.refresh_from_db()
+    assert result.assigned == result.offered == 1 and case.assigned_agent_id == agent.pk
+    # Held (its weight counted against the agent), but not moved on until accepted.
+    assert case.status == Status.NEW and case.assigned_weight == 1
+    offer = case.offers.get()
+    assert offer.state == "pending" and offer.agent_id == agent.pk
+    assert timedelta(seconds=29) < offer.expires_at - offer.created_at <= timedelta(seconds=30)
+    (kind, data), = (CaseEvent.objects.filter(case=case).exclude(kind=EventKind.CREATED)
+                     .values_list("kind", "data"))
+    assert kind == EventKind.OFFERED and data["to"] == agent.pk and data["expires_at"]
+    assert selectors.case_routing_decision(case)["outcome"] == "offered"
+    assert counters.counters_loads() == {agent.pk: 1}
+    assert services.assignment_batch_run().claimed == 0  # held cases are not waiting
 
 
 def test_waiting_case_records_why_and_is_not_claimed_again_at_once():
@@ -168,14 +191,15 @@ def test_query_count_does_not_grow_with_batch_size(django_assert_num_queries):
     for n in (2, 20):
         for _ in range(n):
             make_case(queue=queue)
-        # savepoint, fence, claim, configs, agents (with the unroutable counts), the write, release
-        with django_assert_num_queries(7, info=n):
+        # savepoint, fence, claim (with who passed on each case), configs, agents (with the
+        # unroutable counts), the write, the offers, release
+        with django_assert_num_queries(8, info=n):
             result = services.assignment_batch_run()
-        assert result.assigned == n
+        assert result.assigned == result.offered == n
 
 
 def test_batch_counts_waiting_and_assigned_in_the_same_statements(django_assert_num_queries):
-    queue = _queue()
+    queue = _queue(offers=False)
     AgentFactory(queues=[queue], capacity=1)
     for _ in range(5):
         make_case(queue=queue)
@@ -233,7 +257,7 @@ def test_indexed_pools_choose_like_a_full_scan(seed):
 
 
 def test_assignment_events_and_waiting_retry_written_by_the_one_statement():
-    queue = _queue(channel_weights={"chat": 2})
+    queue = _queue(channel_weights={"chat": 2}, offers=False)
     agent = AgentFactory(queues=[queue], capacity=2, display_name="Ada")
     chat = make_case(queue=queue, channel="chat")
     email = make_case(queue=queue, channel="email")

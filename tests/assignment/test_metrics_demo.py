@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from apps.assignment import counters, demo, services
-from apps.assignment.models import Agent, Presence
+from apps.assignment.models import Agent, Offer, OfferState, Presence
 from apps.assignment.selectors import agent_loads
 from apps.cases import demo as cases_demo
 from apps.cases import services as case_services
@@ -78,7 +78,34 @@ def test_metrics_report_counter_drift_until_reconcile_heals_it(client, redis_cli
     assert m["casehub_assignment_counter_drift_units"] == 5
 
     services.counters_reconcile()
-    assert _metrics(client)["casehub_assignment_counter_drift_units"] == 0
+    m = _metrics(client)
+    assert m["casehub_assignment_counter_drift_units"] == 0
+    # What the reconcile job found and corrected stays visible after the fact.
+    assert m["casehub_assignment_reconcile_drift_agents_total"] == 1
+    assert m["casehub_assignment_reconcile_drift_units_total"] == 5
+    runs = m["casehub_assignment_reconcile_runs_total"]
+    assert runs >= 1 and m["casehub_assignment_reconcile_rebuilt_from_empty_total"] >= 1  # the first build
+    services.counters_reconcile()  # nothing off this time
+    m = _metrics(client)
+    assert m["casehub_assignment_reconcile_runs_total"] == runs + 1
+    assert m["casehub_assignment_reconcile_drift_units_total"] == 5
+
+
+def test_metrics_count_recent_offers_by_outcome(client):
+    queue = QueueFactory(slug="m-offers")
+    AgentFactory(queues=[queue])
+    first, second = make_case(queue=queue), make_case(queue=queue)
+    services.assignment_batch_run()
+    m = _metrics(client)
+    assert m['casehub_assignment_offers{queue="m-offers",state="pending"}'] == 2
+    assert m['casehub_assignment_offers{queue="m-offers",state="expired"}'] == 0
+    Offer.objects.filter(case=first).update(created_at=timezone.now() - timedelta(seconds=61),
+                                            expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.offers_expire() == 1
+    m = _metrics(client)
+    assert m['casehub_assignment_offers{queue="m-offers",state="pending"}'] == 1
+    assert m['casehub_assignment_offers{queue="m-offers",state="expired"}'] == 1
+    assert second.offers.get().state == OfferState.PENDING
 
 
 def test_metrics_still_answer_with_redis_down(client, settings):
@@ -126,9 +153,13 @@ def test_demo_agents_come_online_and_the_demo_backlog_is_assigned_within_capacit
     capacity = dict(Agent.objects.values_list("pk", "capacity"))
     assert all(load <= capacity[agent_id] for agent_id, load in loads.items()), (loads, capacity)
     assert {a: n for a, n in counters.counters_loads().items() if n} == {a: n for a, n in loads.items() if n}
-    by_engine = CaseEvent.objects.filter(kind=EventKind.ASSIGNED, data__by="engine")
+    by_engine = CaseEvent.objects.filter(kind=EventKind.OFFERED, data__by="engine")
     assert by_engine.count() == waiting
     assert not by_engine.filter(data__to=agents["agent3"].pk).exists()  # away
+    # The demo's stand-in client accepts every offer on the agents' behalf.
+    assert demo.demo_offers_accept() == waiting
+    assert not Offer.objects.filter(state=OfferState.PENDING).exists()
+    assert CaseEvent.objects.filter(kind=EventKind.OFFER_ACCEPTED).count() == waiting
 
 
 @pytest.fixture

@@ -48,9 +48,12 @@ def replay(events: list[CaseEvent]) -> dict:
         elif event.kind == "status_changed":
             assert state["status"] == data["from"]
             state["status"] = data["to"]
-        elif event.kind == "assigned":
+        elif event.kind in ("assigned", "offered", "offer_declined", "offer_expired"):
+            # An offer holds the case for its agent; declined or expired, it lets go.
             assert state["agent"] == data["from"]
             state["agent"] = data["to"]
+        elif event.kind == "offer_accepted":
+            assert state["agent"] == data["agent"]
         elif event.kind == "transferred":
             assert state["queue"] == data["from"] and state["agent"] == data["unassigned"]
             state["queue"], state["agent"] = data["to"], None
@@ -185,3 +188,42 @@ def test_cases_from_every_entry_point_start_with_a_complete_created_event(tmp_pa
         assert kind == "created" and xmin == xmin_of_case(case.pk)
         assert_complete(case)
     assert snapshot(imported)["status"] == Status.RESOLVED and snapshot(imported)["priority"] == 4
+
+
+def test_offers_replay_from_the_timeline_with_their_transaction():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.assignment import services as assignment
+    from apps.assignment.models import Offer
+
+    queue = QueueFactory()
+    first = AgentFactory(queues=[queue], capacity=9)
+    second = AgentFactory(queues=[queue], capacity=5)
+    case = services.case_create(queue=queue, subject="offered around")
+    assignment.assignment_batch_run()
+    assignment.offer_decline(offer_id=Offer.objects.get(case=case, agent=first).pk, user=first.user)
+    assignment.assignment_batch_run()
+    assert replay(list(case.events.order_by("id"))) == snapshot(case)  # held by the second
+    Offer.objects.filter(case=case, agent=second).update(created_at=timezone.now() - timedelta(minutes=2),
+                                                         expires_at=timezone.now() - timedelta(minutes=1))
+    assignment.offers_expire()
+    assert replay(list(case.events.order_by("id"))) == snapshot(case)  # nobody: waits again
+    third = AgentFactory(queues=[queue])
+    assignment.assignment_batch_run()
+    assignment.offer_accept(offer_id=Offer.objects.get(case=case, agent=third).pk, user=third.user)
+    events = list(case.events.order_by("id"))
+    assert [e.kind for e in events][1:] == ["offered", "offer_declined", "offered", "offer_expired",
+                                            "offered",
+                                            "offer_accepted", "status_changed"]
+    assert replay(events) == snapshot(case) and snapshot(case)["agent"] == third.pk
+    # Each step's events were written in the transaction that changed the case.
+    last = events[-1]
+    assert last.kind == "status_changed" and xmin_of_event(last.pk) == xmin_of_case(case.pk)
+
+
+def xmin_of_event(event_id) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT xmin::text::bigint FROM cases_caseevent WHERE id = %s", [event_id])
+        return cursor.fetchone()[0]

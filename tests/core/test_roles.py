@@ -5,12 +5,14 @@ hold per object (an agent's own presence, a merchant's own stores, merchants kep
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.test import Client
+from django.utils import timezone
 from django_celery_beat.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -20,7 +22,7 @@ from django_celery_beat.models import (
 )
 from rest_framework.test import APIClient
 
-from apps.assignment.models import Agent, Presence
+from apps.assignment.models import Agent, AgentQueue, Offer, Presence
 from apps.cases.models import CaseEvent, SignalOutcome
 from apps.cases.services.case_stats import case_stats_fold
 from apps.inventory import services as inventory_services
@@ -42,6 +44,9 @@ OUTSIDERS = ("anonymous", "merchant", "staff-merchant")
 ADMIN_MATRIX: dict[str, dict[str, str]] = {
     # Another agent's row: an agent sees it; their own row is tested below.
     "assignment.agent": {"agent": "lv", "ops": "laed"},
+    "assignment.agentqueue": {"agent": "lv", "ops": "laed"},
+    # Written by the engine, the agents' answers and the expiry job only.
+    "assignment.offer": {"agent": "lv", "ops": "lv"},
     "auth.group": {"ops": "lv"},
     "auth.user": {"ops": "lv"},
     "axes.accessattempt": {"ops": "lvd"},  # ops lift a sign-in lockout by deleting it
@@ -100,8 +105,12 @@ def world():
         "merchant": own_merchant.user,
         "staff-merchant": staff_merchant.user,
     }
+    someone = AgentFactory(display_name="Someone Else")
     objects = {
-        "assignment.agent": AgentFactory(display_name="Someone Else"),
+        "assignment.agent": someone,
+        "assignment.agentqueue": AgentQueue.objects.create(agent=someone, queue=queue, priority=2),
+        "assignment.offer": Offer.objects.create(case=case, agent=someone, created_at=timezone.now(),
+                                                 expires_at=timezone.now() + timedelta(minutes=1)),
         "auth.group": Group.objects.get(name="ops"),
         "auth.user": UserFactory(username="bystander"),
         "axes.accessattempt": AccessAttempt.objects.create(
@@ -140,6 +149,7 @@ def world():
         "merchants.merchantuser": own_merchant,
     }
     return {"users": users, "objects": objects, "queue": queue, "case": case, "store": store,
+            "offer": objects["assignment.offer"],
             "other_store": other_store, "run": run, "other_run": other_run, "spec": spec}
 
 
@@ -196,8 +206,8 @@ def test_admin_ops_pages_answer_each_role(world):
         f"/admin/cases/queueconfig/add/?queue={world['queue'].pk}": {"agent": 403, "ops": 200,
                                                                      "queue-config-editor": 200},
         "/admin/health/healthspec/dashboard/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
-        # Whoever sees the agents sees the assignment board.
-        "/admin/assignment/agent/board/": {"agent": 200, "ops": 200, "queue-config-editor": 403},
+        # The board is for ops (a permission of its own: agents see agents, not the board).
+        "/admin/assignment/agent/board/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
         "/admin/inventory/store/review-queue/": {"agent": 200, "ops": 200, "queue-config-editor": 403},
         f"/admin/inventory/store/{store.pk}/csv-upload/": {"agent": 403, "ops": 200,
                                                           "queue-config-editor": 403},
@@ -268,6 +278,18 @@ def api_rows(world) -> list[tuple[str, str, dict | None, dict[str, int]]]:
         ("put", f"{health}specs/new-spec/", {"document": {"checks": []}},
          {**staff_only, "agent": 403, "ops": 201}),
         ("delete", f"{health}specs/{spec.name}/", None, {**staff_only, "agent": 403, "ops": 204}),
+        # The agent API acts for the caller's own agent: users without one are refused, and
+        # another agent's offer does not exist for them.
+        *[(method, f"/api/v1/agent/{path}", body, {**staff_only, "agent": answer, "ops": 403})
+          for method, path, body, answer in (
+              ("get", "", None, 200),
+              ("post", "presence/", {"presence": "asleep"}, 400),
+              ("post", "heartbeat/", None, 204),
+              ("get", "offers/", None, 200),
+              ("post", f"offers/{world['offer'].pk}/accept/", None, 404),
+              ("post", f"offers/{world['offer'].pk}/decline/", None, 404),
+              ("post", "next-case/", None, 204),  # works no queue: nothing fits
+          )],
     ]
 
 
@@ -276,8 +298,9 @@ def test_the_api_table_covers_every_route():
 
     api = [p for p in get_resolver().url_patterns if str(p.pattern).startswith("api/v1/")]
     routes = sum(len(getattr(p, "url_patterns", [p])) for p in api)
-    # cases: list/create, detail, transition, notes, legacy transfer, signals; inventory: 8; health: 4.
-    assert routes == 6 + 8 + 4, "a new API route needs its rows in api_rows()"
+    # cases: list/create, detail, transition, notes, legacy transfer, signals; agent: 7;
+    # inventory: 8; health: 4.
+    assert routes == 6 + 7 + 8 + 4, "a new API route needs its rows in api_rows()"
 
 
 def test_api_endpoints_answer_each_role_as_the_table_says(world):
@@ -315,7 +338,9 @@ def test_store_lists_are_scoped_per_role(world):
 
 def agent_form(agent: Agent, **changes) -> dict:
     data = {"user": agent.user_id, "display_name": agent.display_name, "skills": ",".join(agent.skills),
-            "capacity": agent.capacity, "presence": agent.presence, "queues": []}
+            "capacity": agent.capacity, "presence": agent.presence,
+            # The queues-worked inline (none here).
+            "queue_links-TOTAL_FORMS": 0, "queue_links-INITIAL_FORMS": 0}
     return {**data, **changes}
 
 

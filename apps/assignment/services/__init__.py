@@ -7,16 +7,33 @@ from apps.assignment.services.counters import (
     counters_reconcile,
 )
 from apps.assignment.services.engine import BatchResult, assignment_batch_run
+from apps.assignment.services.offers import (
+    agent_for_user,
+    assignment_batch_request,
+    offer_accept,
+    offer_decline,
+    offers_expire,
+    offers_record,
+)
 from apps.assignment.services.presence import agent_heartbeat, agent_presence_set, agents_presence_expire
+from apps.assignment.services.pull import PULL_STRATEGY, case_next_for_agent
 
 __all__ = [
     "COUNTERS_CONSUMER",
+    "PULL_STRATEGY",
     "BatchResult",
+    "agent_for_user",
     "agent_heartbeat",
     "agent_presence_set",
     "agents_presence_expire",
+    "assignment_batch_request",
     "assignment_batch_run",
+    "case_next_for_agent",
     "counters_feed_consume",
     "counters_fold",
     "counters_reconcile",
+    "offer_accept",
+    "offer_decline",
+    "offers_expire",
+    "offers_record",
 ]

@@ -3,6 +3,7 @@ agents that events touched, and reconcile rebuilds every counter from PostgreSQL
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from apps.assignment import counters
@@ -10,7 +11,11 @@ from apps.assignment.selectors import agent_loads
 from apps.cases.models import Case, CaseEvent, EventKind
 from apps.core.feed import feed_consume
 
+logger = logging.getLogger(__name__)
 COUNTERS_CONSUMER = "assignment_counters"
+# Events that give a case to an agent or take it back, naming them as `from` and `to`.
+HOLDING_KINDS = frozenset({EventKind.ASSIGNED, EventKind.OFFERED, EventKind.OFFER_DECLINED,
+                           EventKind.OFFER_EXPIRED})
 
 
 def counters_reconcile() -> int:
@@ -20,7 +25,9 @@ def counters_reconcile() -> int:
     trigger still refuses any overflow that could follow, and the next rebuild is exact.
     """
     loads = agent_loads()
-    counters.counters_rebuild(loads)
+    agents, units = counters.counters_rebuild(loads)
+    if agents:
+        logger.warning("load counters drifted: %d agents off by %d units in all, corrected", agents, units)
     return len(loads)
 
 
@@ -31,7 +38,7 @@ def counters_fold(events: Sequence[CaseEvent]) -> None:
     status_cases = set()
     for event in events:
         data = event.data or {}
-        if event.kind == EventKind.ASSIGNED:
+        if event.kind in HOLDING_KINDS:
             agents.update(a for a in (data.get("from"), data.get("to")) if a)
         elif event.kind == EventKind.TRANSFERRED and data.get("unassigned"):
             agents.add(data["unassigned"])

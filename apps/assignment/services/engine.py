@@ -9,13 +9,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Q
 from django.utils import timezone
 
 from apps.assignment import counters, routing
+from apps.assignment.models import Offer, OfferState
 from apps.assignment.selectors import agents_for_routing
 from apps.assignment.services.counters import counters_reconcile
+from apps.assignment.services.offers import assignment_batch_started, offers_record
 from apps.cases import services as case_services
 from apps.cases.models import WAITING, Case, CaseEvent, QueueConfig
 from apps.core.feed import feed_writer_enter
@@ -29,14 +32,20 @@ class BatchResult:
     assigned: int = 0
     waiting: int = 0
     refused: int = 0  # chosen, but a concurrent batch took the capacity first
+    offered: int = 0  # of the assigned, how many are offers waiting for the agent's answer
     assignments: dict = field(default_factory=dict)  # case id -> agent id
 
 
 def _claim(now, batch_size: int) -> list[tuple]:
+    """Waiting cases, most urgent then oldest, locked; each with the agents who declined it or
+    let its offer expire (an index probe per row, in the same statement)."""
     due = Q(routing_retry_at__isnull=True) | Q(routing_retry_at__lte=now)
+    passed = ArraySubquery(Offer.objects.filter(case_id=OuterRef("pk"),
+                                                state__in=(OfferState.DECLINED, OfferState.EXPIRED))
+                           .order_by().values("agent_id"))
     return list(Case.objects.filter(WAITING).filter(due).order_by("-priority", "created_at")
-                .select_for_update(skip_locked=True)
-                .values_list("id", "queue_id", "status", "channel", "created_at")[:batch_size])
+                .select_for_update(skip_locked=True, of=("self",)).annotate(passed=passed)
+                .values_list("id", "queue_id", "status", "channel", "created_at", "passed")[:batch_size])
 
 
 def _candidates(now) -> tuple[list[routing.Candidate], dict[str, int]]:
@@ -71,6 +80,7 @@ def assignment_batch_run(*, batch_size: int | None = None) -> BatchResult:
     and the capacity trigger in PostgreSQL behind both)."""
     batch_size = batch_size or settings.ASSIGNMENT_BATCH_SIZE
     result = BatchResult(batch=uuid.uuid4().hex[:12])
+    assignment_batch_started()
     reserved: list[tuple[int, int]] = []
     try:
         with cyclic_gc_paused(), transaction.atomic():
@@ -103,20 +113,20 @@ def _decide_and_write(rows, now, result: BatchResult, reserved: list) -> None:
     weights = [0] * len(rows)
     choices: list[routing.Choice | None] = [None] * len(rows)
     winners: list[routing.Candidate | None] = [None] * len(rows)
-    pending = []  # (position, queue id, skills needed, strategy) of the rows still to place
-    for i, (_id, queue_id, _status, channel, created_at) in enumerate(rows):
+    pending = []  # (position, queue id, skills needed, strategy, agents passed) of rows to place
+    for i, (_id, queue_id, _status, channel, created_at, passed) in enumerate(rows):
         rule = rules.get(queue_id)
         if rule is not None:
             weights[i] = rule.weight(channel)
             pending.append((i, queue_id, rule.skills_needed(waited_seconds=clock - created_at.timestamp()),
-                            rule.strategy))
+                            rule.strategy, frozenset(passed) if passed else ()))
     # An agent works its first-priority queues before the others: tier 1 links first, then 2...
     for tier in tiers:
         still = []
         for item in pending:
-            i, queue_id, needed, strategy = item
+            i, queue_id, needed, strategy, passed = item
             choice = choices[i] = pools.choose(queue_id=queue_id, needed=needed, weight=weights[i],
-                                               strategy=strategy, max_priority=tier)
+                                               strategy=strategy, max_priority=tier, skip=passed)
             if choice.winner is None:
                 still.append(item)
             else:
@@ -142,9 +152,12 @@ def _decide_and_write(rows, now, result: BatchResult, reserved: list) -> None:
         if accepted.get(i):
             winner = winners[i]
             reserved.append((winner.agent_id, weights[i]))
-            assignments.append(case_services.BulkAssignment(case_id=case_id, queue_id=queue_id, status=status,
-                                                            agent_id=winner.agent_id, weight=weights[i]))
-            decisions[case_id] = routing.decision(choice=choices[i], strategy=strategy, outcome="assigned",
+            expires_at = now + timedelta(seconds=rule.offer_timeout_seconds) if rule.offers else None
+            assignments.append(case_services.BulkAssignment(
+                case_id=case_id, queue_id=queue_id, status=status, agent_id=winner.agent_id,
+                weight=weights[i], offer_expires_at=expires_at))
+            decisions[case_id] = routing.decision(choice=choices[i], strategy=strategy,
+                                                  outcome="offered" if rule.offers else "assigned",
                                                   batch=result.batch, at=stamp)
         elif i in accepted:
             result.refused += 1
@@ -165,6 +178,11 @@ def _decide_and_write(rows, now, result: BatchResult, reserved: list) -> None:
         counters.counters_release(lost)
         for item in lost:
             reserved.remove(item)
+    held = [(a.case_id, a.agent_id, a.weight, a.offer_expires_at) for a in assignments
+            if a.offer_expires_at is not None and a.case_id in done_set]
+    if held:
+        offers_record(held=held, now=now)
+    result.offered = len(held)
     result.assigned = len(done)
     result.waiting = result.claimed - result.assigned
     result.assignments = {a.case_id: a.agent_id for a in assignments if a.case_id in done_set}

@@ -23,6 +23,7 @@ from apps.cases.services.cases import (
     cases_bulk_create,
 )
 from apps.cases.services.legacy_import import ImportSummary, cases_import_legacy
+from apps.cases.services.offers import case_offer_accept, cases_offers_release
 from apps.cases.services.proactive_signals import SignalResult, signal_ingest
 from apps.cases.services.queue_configs import (
     QUEUE_CONFIG_SCHEMA,
@@ -54,6 +55,7 @@ __all__ = [
     "case_legacy_transfer_back",
     "case_legacy_transfer_out",
     "case_metrics_rollup",
+    "case_offer_accept",
     "case_stats_fold",
     "case_transfer",
     "case_transition",
@@ -62,6 +64,7 @@ __all__ = [
     "cases_bulk_apply",
     "cases_bulk_create",
     "cases_import_legacy",
+    "cases_offers_release",
     "queue_config_activate",
     "queue_config_errors",
     "queue_config_publish",

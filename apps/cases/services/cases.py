@@ -15,6 +15,7 @@ from django.utils import timezone
 from apps.assignment.routing import Routing
 from apps.cases.models import (
     CORE_EDITABLE,
+    OPEN_STATUSES,
     Case,
     CaseEvent,
     Channel,
@@ -29,8 +30,18 @@ from apps.cases.models import (
 )
 from apps.cases.services._events import _case_lock, _created_event, _event, _events_write
 from apps.cases.services.queue_configs import _active_config, _fields_object, case_fields_validate
+from apps.cases.signals import cases_waiting
 from apps.core.errors import ApplicationError, Conflict
 from apps.core.feed import feed_lock_key, feed_writer_enter
+
+
+def _announce_waiting(cases: Iterable[Case]) -> None:
+    """Once the transaction commits, tell listeners (the assignment engine) which queues gained
+    waiting cases."""
+    queue_ids = {c.queue_id for c in cases if c.assigned_agent_id is None
+                 and c.status in OPEN_STATUSES and c.location == Location.CASEHUB}
+    if queue_ids:
+        transaction.on_commit(lambda: cases_waiting.send_robust(sender=Case, queue_ids=queue_ids))
 
 
 def _require_here(case: Case) -> None:
@@ -62,6 +73,7 @@ def case_create(*, queue: Queue, fields: dict | None = None, actor=None, source:
         signal_type=signal_type, fields=fields, legacy_id=legacy_id, **kwargs,
     )
     _events_write([_created_event(case, actor, queue_slug=queue.slug)])
+    _announce_waiting([case])
     return case
 
 
@@ -79,8 +91,12 @@ def cases_bulk_create(*, cases: list[Case], actor=None) -> list[Case]:
                                    errors={"queue": [str(case.queue_id)]})
         case_fields_validate(config=config, fields=case.fields)
         _require_valid_core(status=case.status, **{name: getattr(case, name) for name in CORE_EDITABLE})
+        if case.assigned_agent_id is not None:
+            # Created with an agent: it takes its weight from them, as any assignment does.
+            case.assigned_weight = Routing.from_config(config.routing).weight(case.channel)
     created = Case.objects.bulk_create(cases)
     _events_write([_created_event(c, actor, queue_slug=configs[c.queue_id].queue.slug) for c in created])
+    _announce_waiting(created)
     return created
 
 
@@ -161,6 +177,7 @@ def case_transition(*, case: Case, to_status: str, actor=None, note: str = "") -
     events = _transition(case, to_status, actor, _active_config(case.queue_id), note=note)
     case.save()
     _events_write(events)
+    _announce_waiting([case])
     return case
 
 
@@ -213,6 +230,7 @@ def case_assign(*, case: Case, agent, actor=None) -> Case:
             code="agent_at_capacity",
         ) from None
     _events_write(events)
+    _announce_waiting([case])
     return case
 
 
@@ -225,20 +243,24 @@ class BulkAssignment:
     status: str
     agent_id: int
     weight: int
+    # Set when the queue offers first: the case is held by the agent (its capacity counted) but
+    # keeps its status until the agent accepts (apps.cases.services.offers).
+    offer_expires_at: Any = None
 
 
 # One statement for the whole batch: the rows arrive as one JSON array (no per-value quoting),
 # the assigned cases and the waiting ones are updated by two sub-statements, and the events of
 # the assigned are built from what the UPDATE returned. Row v: [id, agent id or null, weight,
-# status before, status after, decision, retry at]. Every row of v is joined to the feed fence,
-# so the fence is held before any event id is drawn (see apps.core.feed; granted at once to the
-# caller, who took it before claiming the rows).
+# status before, status after, decision, retry at, offer expiry or null]. Every row of v is
+# joined to the feed fence, so the fence is held before any event id is drawn (see
+# apps.core.feed; granted at once to the caller, who took it before claiming the rows).
 _ASSIGN_MANY_SQL = """
 WITH fence AS MATERIALIZED (
     SELECT pg_advisory_xact_lock_shared(%(fence)s)
 ), v AS (
     SELECT (r->>0)::uuid AS id, (r->>1)::bigint AS agent_id, (r->>2)::int AS weight,
-           r->>3 AS from_status, r->>4 AS to_status, r->5 AS decision, (r->>6)::timestamptz AS retry_at, n
+           r->>3 AS from_status, r->>4 AS to_status, r->5 AS decision, (r->>6)::timestamptz AS retry_at,
+           r->>7 AS offer_expires_at, n
     FROM fence, jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS t(r, n)
 ), assigned AS (
     UPDATE cases_case c SET
@@ -247,7 +269,7 @@ WITH fence AS MATERIALIZED (
         routing_decision = v.decision, routing_retry_at = NULL
     FROM v
     WHERE v.agent_id IS NOT NULL AND c.id = v.id AND c.assigned_agent_id IS NULL
-    RETURNING c.id, v.n, v.agent_id, v.from_status, v.to_status
+    RETURNING c.id, v.n, v.agent_id, v.from_status, v.to_status, v.offer_expires_at
 ), waiting AS (
     UPDATE cases_case c SET routing_decision = v.decision, routing_retry_at = v.retry_at
     FROM v
@@ -256,8 +278,10 @@ WITH fence AS MATERIALIZED (
     INSERT INTO cases_caseevent (case_id, kind, actor_id, data, created_at)
     SELECT a.id, e.kind, %(actor)s::bigint, e.data, %(now)s
     FROM assigned a JOIN assignment_agent ag ON ag.id = a.agent_id CROSS JOIN LATERAL (VALUES
-        (1, 'assigned',
-         jsonb_build_object('from', NULL, 'to', a.agent_id, 'agent', ag.display_name, 'by', 'engine')),
+        (1, CASE WHEN a.offer_expires_at IS NULL THEN 'assigned' ELSE 'offered' END,
+         jsonb_build_object('from', NULL, 'to', a.agent_id, 'agent', ag.display_name, 'by', 'engine')
+         || CASE WHEN a.offer_expires_at IS NULL THEN '{}'::jsonb
+                 ELSE jsonb_build_object('expires_at', a.offer_expires_at) END),
         (2, 'status_changed', jsonb_build_object('from', a.from_status, 'to', a.to_status))
     ) AS e(k, kind, data)
     WHERE e.k = 1 OR a.to_status <> a.from_status
@@ -283,13 +307,16 @@ def cases_assign_many(*, assignments: list[BulkAssignment], decisions: dict[Any,
     assigning = set()
     for a in assignments:
         assigning.add(a.case_id)
-        to_status = Status.ASSIGNED if _moves_to_assigned(a.status, configs[a.queue_id]) else a.status
-        rows.append([str(a.case_id), a.agent_id, a.weight, a.status, to_status, decisions.get(a.case_id),
-                     None])
+        # An offered case keeps its status: it moves to 'assigned' when the agent accepts.
+        moves = a.offer_expires_at is None and _moves_to_assigned(a.status, configs[a.queue_id])
+        rows.append([str(a.case_id), a.agent_id, a.weight, a.status, Status.ASSIGNED if moves else a.status,
+                     decisions.get(a.case_id), None,
+                     a.offer_expires_at.isoformat() if a.offer_expires_at else None])
     for case_id, decision in decisions.items():
         if case_id not in assigning:
             retry = retry_at.get(case_id)
-            rows.append([str(case_id), None, 0, None, None, decision, retry.isoformat() if retry else None])
+            rows.append([str(case_id), None, 0, None, None, decision, retry.isoformat() if retry else None,
+                         None])
     if not rows:
         return []
     with connection.cursor() as cursor:
@@ -342,6 +369,7 @@ def case_transfer(*, case: Case, queue: Queue, actor=None, reason: str = "") -> 
     events += _back_to_waiting(case, actor, config, reason="transferred")
     case.save()
     _events_write(events)
+    _announce_waiting([case])
     return case
 
 

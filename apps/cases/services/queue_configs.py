@@ -27,6 +27,8 @@ _REQUIRED = "'required_skills' must be a list of distinct skill names (up to 50 
 _RELAX = "'relax_after_seconds' must be an integer of 0 or more."
 _CHANNEL_WEIGHTS = (f"'channel_weights' must map channels ({', '.join(Channel.values)}) to whole "
                     "capacity units from 1 to 100.")
+_OFFERS = "'offers' must be true (offer first, the agent accepts) or false (assign directly)."
+_OFFER_TIMEOUT = "'offer_timeout_seconds' must be a whole number of seconds from 5 to 3600."
 _STRATEGY = f"'strategy' must be one of {', '.join(STRATEGIES)}."
 _PROPERTY_TYPE = f"Property '{{path[2]}}': type must be one of {', '.join(SUPPORTED_TYPES)}."
 
@@ -100,6 +102,9 @@ QUEUE_CONFIG_SCHEMA: dict[str, Any] = {
                                     "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 100,
                                                              "x-message": _CHANNEL_WEIGHTS}},
                 "strategy": {"enum": list(STRATEGIES), "x-message": _STRATEGY},
+                "offers": {"type": "boolean", "x-message": _OFFERS},
+                "offer_timeout_seconds": {"type": "integer", "minimum": 5, "maximum": 3600,
+                                          "x-message": _OFFER_TIMEOUT},
             },
         },
         "targeting": TARGETING_SCHEMA,
