@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "axes",
+    "knox",  # Support Hub API tokens (before apps.merchants, whose admin takes over its admin)
     "apps.core",
     "apps.cases",
     "apps.assignment",
@@ -228,6 +229,7 @@ SPECTACULAR_SETTINGS = {
         "CaseSourceEnum": "apps.cases.models.Source",
         "RunStatusEnum": "apps.inventory.models.RunStatus",
         "RunSourceEnum": "apps.inventory.models.RunSource",
+        "MessageDirectionEnum": "apps.cases.models.MessageDirection",
     },
     # Path parameters as Django's converters match them: any other value matches no route at all.
     "PATH_CONVERTER_OVERRIDES": {
@@ -339,3 +341,59 @@ ASSIGNMENT_RETRY_SECONDS = env.int("ASSIGNMENT_RETRY_SECONDS", default=5)
 ASSIGNMENT_ON_DEMAND = env.bool("ASSIGNMENT_ON_DEMAND", default=True)
 # The demo has no agent clients: a beat job keeps the demo agents' heartbeats fresh (embedded stack only).
 ASSIGNMENT_DEMO_HEARTBEATS = env.bool("ASSIGNMENT_DEMO_HEARTBEATS", default=EMBEDDED)
+
+# Email ------------------------------------------------------------------------------------
+# Agents' replies and notifications leave through Django's email backend. Without an SMTP host
+# the embedded stack prints them to the console instead of failing every send.
+EMAIL_HOST = env("EMAIL_HOST", default="")
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend"
+                    if EMAIL_HOST or not EMBEDDED else "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = EMAIL_HOST or "localhost"
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)  # a hung SMTP server never holds a worker
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="support@casehub.localhost")
+SERVER_EMAIL = env("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+# Outbound Message-IDs are <uuid>@this domain, so replies to them thread back to their case.
+CASEHUB_EMAIL_DOMAIN = env("CASEHUB_EMAIL_DOMAIN", default=DEFAULT_FROM_EMAIL.rpartition("@")[2])
+# An agent reply whose send keeps failing is retried this many times (with backoff), then marked failed.
+CASEHUB_EMAIL_SEND_MAX_RETRIES = env.int("CASEHUB_EMAIL_SEND_MAX_RETRIES", default=8)
+# The provider's webhook posts raw mail to /api/v1/email/inbound/ with `Authorization: Bearer <this>`;
+# blank refuses every post (a real deployment must set it).
+CASEHUB_INBOUND_EMAIL_SECRET = env("CASEHUB_INBOUND_EMAIL_SECRET",
+                                   default="casehub-embedded-inbound-dev-only" if EMBEDDED else "")
+CASEHUB_INBOUND_EMAIL_MAX_BYTES = env.int("CASEHUB_INBOUND_EMAIL_MAX_BYTES",
+                                          default=min(40 * 1024 * 1024, DATA_UPLOAD_MAX_MEMORY_SIZE))
+# New inbound mail that threads to no case opens one in this queue (slug).
+CASEHUB_INBOUND_QUEUE = env("CASEHUB_INBOUND_QUEUE", default="email")
+# Attachments of mail and of Support Hub messages, per file and per message.
+CASEHUB_ATTACHMENT_MAX_BYTES = env.int("CASEHUB_ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
+CASEHUB_ATTACHMENT_MAX_COUNT = env.int("CASEHUB_ATTACHMENT_MAX_COUNT", default=5)
+
+# Support Hub (merchants) ------------------------------------------------------------------
+# API tokens (django-rest-knox): only a hash is stored; each expires after the TTL and is revoked by
+# logout (that token) or logout-all (every token of the user). The prefix makes leaked tokens
+# recognisable to secret scanners.
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env.int("HUB_TOKEN_TTL_HOURS", default=24)),
+    "TOKEN_PREFIX": "hub_",
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
+# Past this many live tokens a user's oldest is revoked at the next login (scripts that never log out).
+HUB_TOKEN_LIMIT_PER_USER = env.int("HUB_TOKEN_LIMIT_PER_USER", default=10)
+# Per-user request rates of the hub API (DRF throttles, counted in the Redis cache); login per address.
+HUB_THROTTLE_RATES = {
+    "hub": env("HUB_THROTTLE_RATE", default="600/min"),
+    "hub_write": env("HUB_THROTTLE_WRITE_RATE", default="60/min"),
+    "hub_login": env("HUB_THROTTLE_LOGIN_RATE", default="30/min"),
+}
+# Cases merchants open from the hub go to this queue (slug).
+CASEHUB_HUB_QUEUE = env("CASEHUB_HUB_QUEUE", default="general")
+# A hub post (text and files) larger than this is refused with a 413 before it is read.
+HUB_POST_MAX_BYTES = env.int(
+    "HUB_POST_MAX_BYTES", default=CASEHUB_ATTACHMENT_MAX_BYTES * CASEHUB_ATTACHMENT_MAX_COUNT + 1024 * 1024
+)

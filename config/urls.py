@@ -19,6 +19,8 @@ urlpatterns = [
     path("api/v1/agent/", include("apps.assignment.api.urls")),
     path("api/v1/inventory/", include("apps.inventory.api.urls")),
     path("api/v1/health/", include("apps.health.api.urls")),
+    path("api/v1/hub/", include("apps.merchants.api.urls")),
+    path("hub/", include("apps.merchants.urls")),
     path("", include("apps.health.urls")),
 ]
 

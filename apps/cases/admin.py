@@ -1,7 +1,7 @@
 """The agent/ops workspace (for now): cases with filters (also on dynamic fields, GIN-backed),
-search, bulk actions with an intermediate form, the timeline inline and dynamic fields rendered
-from the queue's JSON Schema; queue configuration edited by ops and queue-config editors.
-Every write goes through apps.cases.services."""
+search, bulk actions with an intermediate form, the timeline inline, the email thread with the
+agent's reply (admin_thread.py) and dynamic fields rendered from the queue's JSON Schema; queue
+configuration edited by ops and queue-config editors. Every write goes through apps.cases.services."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from django.utils.html import format_html
 
 from apps.assignment.board import case_decision_explained
 from apps.cases import selectors, services
+from apps.cases.admin_thread import CaseThreadAdminMixin
 from apps.cases.forms import (
     PREFIX,
     AssignForm,
@@ -142,7 +143,7 @@ class CaseEventInline(admin.TabularInline):
         if event.kind == "assigned":
             return f"→ {data.get('agent') or 'unassigned'}"
         if event.kind in ("note", "message"):
-            return data.get("body", "")
+            return data.get("body") or data.get("preview", "")
         if event.kind == "legacy_transfer":
             return f"{data.get('direction')} {data.get('legacy_ref') or ''}".strip()
         if event.kind == "created":
@@ -193,7 +194,7 @@ class CaseAdminForm(forms.ModelForm):
 
 
 @admin.register(Case)
-class CaseAdmin(admin.ModelAdmin):
+class CaseAdmin(CaseThreadAdminMixin, admin.ModelAdmin):
     form = CaseAdminForm
     list_display = ("short_id", "subject", "queue", "status", "priority", "channel", "assigned_agent",
                     "merchant_ref", "location", "created_at")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import Q
@@ -53,6 +54,7 @@ class Source(models.TextChoices):
     API = "api", "API"
     SIGNAL = "signal", "Proactive signal"
     EMAIL = "email", "Inbound email"
+    HUB = "hub", "Support Hub"
     LEGACY_IMPORT = "legacy_import", "Legacy import"
     DEMO = "demo", "Demo data"
 
@@ -121,7 +123,7 @@ class Case(models.Model):
     source = models.CharField(max_length=32, choices=Source.choices, default=Source.AGENT)
     subject = models.CharField(max_length=300, blank=True)
     # Outside entities by identifier, never copies of their data.
-    merchant_ref = models.CharField(max_length=64, blank=True, db_index=True,
+    merchant_ref = models.CharField(max_length=64, blank=True,
                                     help_text="merchants.Merchant.external_id")
     customer_ref = models.CharField(max_length=64, blank=True)
     delivery_ref = models.CharField(max_length=64, blank=True)
@@ -153,6 +155,12 @@ class Case(models.Model):
             models.Index(fields=["queue", "status"], name="case_queue_status_idx"),
             models.Index(fields=["assigned_agent", "status"], name="case_agent_status_idx"),
             models.Index(fields=["delivery_ref"], name="case_delivery_idx", condition=~Q(delivery_ref="")),
+            # A merchant's cases, newest first: the Support Hub's case list (and any lookup by
+            # merchant, by its leading column).
+            models.Index(fields=["merchant_ref", "-created_at"], name="case_merchant_recent_idx"),
+            # The wait-to-first-offer histogram reads a recent window of first assignments.
+            models.Index(fields=["first_assigned_at"], name="case_first_assigned_idx",
+                         condition=Q(first_assigned_at__isnull=False)),
             # Waiting cases, most urgent first then oldest: the order the assignment engine claims.
             models.Index(fields=["-priority", "created_at"], name="case_waiting_idx", condition=WAITING),
         ]
@@ -283,3 +291,115 @@ class CaseStats(models.Model):
 
     def __str__(self) -> str:
         return f"stats of {self.case_id}"
+
+
+class MessageDirection(models.TextChoices):
+    INBOUND = "inbound", "Inbound"  # from the customer or merchant
+    OUTBOUND = "outbound", "Outbound"  # from an agent
+
+
+class MessageSource(models.TextChoices):
+    EMAIL = "email", "Email"  # arrived through the inbound email endpoint
+    HUB = "hub", "Support Hub"  # a merchant user wrote it in the hub
+    AGENT = "agent", "Agent"  # an agent wrote it (sent out by email when the case has an address)
+
+
+class DeliveryStatus(models.TextChoices):
+    """How an agent's reply by email is doing; messages that are not sent by email have none."""
+
+    NONE = "", "Not emailed"
+    PENDING = "pending", "Pending"  # queued or being retried (see delivery_attempts/error)
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"  # gave up after the last retry
+
+
+class Message(models.Model):
+    """One email or hub message of a case: the single store of a case's conversation, written
+    only through apps.cases.services.messages (which also adds its timeline event)."""
+
+    id = models.BigAutoField(primary_key=True)
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="messages")
+    direction = models.CharField(max_length=16, choices=MessageDirection.choices)
+    source = models.CharField(max_length=16, choices=MessageSource.choices)
+    sender_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    sender_address = models.CharField(max_length=320, blank=True)
+    sender_name = models.CharField(max_length=200, blank=True)
+    to_addresses = ArrayField(models.CharField(max_length=320), default=list, blank=True)
+    cc_addresses = ArrayField(models.CharField(max_length=320), default=list, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    # RFC 5322 threading headers, ids without angle brackets.
+    message_id = models.CharField(max_length=998, blank=True)
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    references = ArrayField(models.CharField(max_length=998), default=list, blank=True)
+    text_body = models.TextField(blank=True)
+    html_body = models.TextField(blank=True)
+    # Extracted once when stored, so reading a thread never parses mail.
+    latest_reply_text = models.TextField(blank=True)
+    latest_reply_html = models.TextField(blank=True)
+    has_quoted_history = models.BooleanField(default=False)
+    # Internal agent messages stay out of the merchant's view.
+    merchant_visible = models.BooleanField(default=True)
+    is_auto_reply = models.BooleanField(default=False)
+    is_bounce = models.BooleanField(default=False)
+    sent_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Attachments refused by the upload rules: [{"filename": ..., "reason": ...}], shown in the thread.
+    dropped_attachments = models.JSONField(default=list, blank=True)
+    # Outbound email delivery, written by the send task only.
+    delivery_status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default="", blank=True)
+    delivery_attempts = models.PositiveSmallIntegerField(default=0)
+    delivery_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # When the pending send is due (now, or after a retry's backoff): the requeue job sends mail
+    # still pending well past it, whose task never reached a worker.
+    delivery_due_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # A mail delivered twice (provider retries, two inbound routes) is stored once.
+            models.UniqueConstraint(fields=["message_id"], condition=~Q(message_id=""),
+                                    name="message_unique_message_id"),
+            models.CheckConstraint(condition=Q(delivery_status__in=DeliveryStatus.values),
+                                   name="message_delivery_status_known"),
+            # Only outbound mail is delivered.
+            models.CheckConstraint(condition=Q(delivery_status="") | Q(direction="outbound"),
+                                   name="message_delivery_outbound_only"),
+        ]
+        indexes = [
+            models.Index(fields=["case", "id"], name="message_case_idx"),
+            # Threading by In-Reply-To / References looks ids up among stored messages.
+            models.Index(fields=["message_id"], name="message_message_id_idx", condition=~Q(message_id="")),
+            # The requeue job's look for mail whose send never reached a worker.
+            models.Index(fields=["id"], name="message_delivery_pending_idx",
+                         condition=Q(delivery_status="pending")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} message {self.pk} of {self.case_id}"
+
+
+class Attachment(models.Model):
+    """A file of a message, kept in Django storage under a generated name; `filename` is the
+    sender's name made safe, `content_type` what sniffing the bytes found."""
+
+    id = models.BigAutoField(primary_key=True)
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    # Denormalised from the message so access checks scope by case in one join.
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="attachments")
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    file = models.FileField(upload_to="attachments/%Y/%m/", max_length=300)
+    content_id = models.CharField(max_length=998, blank=True)  # inline `cid:` images
+    inline = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.CheckConstraint(condition=Q(size__gt=0), name="attachment_not_empty")]
+
+    def __str__(self) -> str:
+        return self.filename

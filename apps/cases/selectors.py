@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 
-from apps.cases.models import Case, CaseEvent, Queue, QueueConfig
+from apps.cases.models import (
+    Attachment,
+    Case,
+    CaseEvent,
+    Message,
+    MessageDirection,
+    MessageSource,
+    Queue,
+    QueueConfig,
+)
+from apps.merchants.models import MerchantUser
 
 
 def case_list() -> QuerySet[Case]:
@@ -60,3 +70,46 @@ def experiment_impact() -> list[dict]:
         .annotate(deliveries=Count("id"), followups=Count("id", filter=Exists(followup)))
         .order_by("experiment", "group")
     )
+
+
+# The conversation of a case ------------------------------------------------------------------
+
+
+def message_thread(case: Case | object, *, merchant_view: bool = False) -> QuerySet[Message]:
+    """A case's messages oldest first, each with its sender and attachments: two queries however
+    many messages and files. `merchant_view` leaves out what merchants never see (internal notes,
+    auto-replies, bounces)."""
+    case_id = case.pk if isinstance(case, Case) else case
+    messages = Message.objects.filter(case_id=case_id)
+    if merchant_view:
+        messages = messages.filter(merchant_visible=True)
+    return (messages.select_related("sender_user")
+            .prefetch_related(Prefetch("attachments", queryset=Attachment.objects.order_by("id")))
+            .order_by("id"))
+
+
+def message_reply_target(case: Case | object) -> Message | None:
+    """The newest mail a person sent on the case: agents' replies go to its sender and thread
+    under it. Auto-replies and bounces are no one to answer."""
+    case_id = case.pk if isinstance(case, Case) else case
+    return (Message.objects.filter(case_id=case_id, direction=MessageDirection.INBOUND,
+                                   source=MessageSource.EMAIL, is_auto_reply=False, is_bounce=False)
+            .exclude(sender_address="").order_by("-id").first())
+
+
+def message_cases_by_message_id(message_ids: list[str]) -> dict[str, object]:
+    """Case id of each stored message among `message_ids` (threading by In-Reply-To/References)."""
+    if not message_ids:
+        return {}
+    return dict(Message.objects.filter(message_id__in=message_ids).values_list("message_id", "case_id"))
+
+
+def merchant_ref_for_address(address: str) -> str:
+    """The external id of the one active merchant whose active user has this email address; ""
+    when none or several do (a shared address cannot say whose case it is)."""
+    if not address:
+        return ""
+    refs = set(MerchantUser.objects.filter(
+        user__email__iexact=address, user__is_active=True, merchant__is_active=True,
+    ).values_list("merchant__external_id", flat=True).distinct()[:2])
+    return refs.pop() if len(refs) == 1 else ""

@@ -1,10 +1,17 @@
-"""Merchants and their API users. A merchant user works through the API only, so a staff account
+"""Merchants and their Support Hub users. A merchant user works in the hub only, so a staff account
 cannot be made one (the admin site refuses merchant users in any case)."""
 
 from django import forms
 from django.contrib import admin
+from knox.models import AuthToken
 
 from apps.merchants.models import Merchant, MerchantUser
+
+# django-rest-knox registers an admin that mints a token for any user and lists token digests.
+# Hub tokens are issued only by the hub login (merchant users, throttled sign-in), so it is taken
+# out; knox comes before this app in INSTALLED_APPS, so its admin is registered by now.
+if admin.site.is_registered(AuthToken):
+    admin.site.unregister(AuthToken)
 
 
 class MerchantUserForm(forms.ModelForm):

@@ -10,3 +10,5 @@ class MerchantsConfig(AppConfig):
         from apps.merchants import demo
 
         register_seeder(self.label, demo.seed)
+        # Hub threads live on cases in the demo queues, which the cases seeder makes after this one.
+        register_seeder("hub", demo.seed_hub, after=("cases",))

@@ -33,6 +33,7 @@ from tests.factories.accounts import MerchantUserFactory, UserFactory
 from tests.factories.cases import QueueFactory, make_case
 from tests.factories.health import HealthSpecFactory, check_doc
 from tests.factories.inventory import StoreFactory, catalog_create, feed_body, feed_items
+from tests.factories.merchants import agent_reply, hub_case, png
 
 pytestmark = pytest.mark.django_db
 
@@ -61,6 +62,8 @@ class DjangoClientAdapter(BaseAdapter):
             content_type=request.headers.get("Content-Type", ""),
             headers={k: v for k, v in request.headers.items() if k.lower() not in _OWN_HEADERS},
         )
+        # Downloads (the hub's attachments) stream their body.
+        content = b"".join(answer.streaming_content) if answer.streaming else answer.content
         headers = HTTPHeaderDict()
         for name, value in answer.items():
             headers.add(name, value)
@@ -68,9 +71,9 @@ class DjangoClientAdapter(BaseAdapter):
         response.status_code = answer.status_code
         response.reason = answer.reason_phrase
         response.headers = requests.structures.CaseInsensitiveDict(headers)
-        response.raw = HTTPResponse(body=io.BytesIO(answer.content), headers=headers,
+        response.raw = HTTPResponse(body=io.BytesIO(content), headers=headers,
                                     status=answer.status_code, preload_content=False, version=11)
-        response._content = answer.content
+        response._content = content
         response.url, response.request = request.url, request
         return response
 
@@ -82,6 +85,12 @@ class DjangoClientAdapter(BaseAdapter):
 def fast_password_hashing(settings):
     # Schemathesis sends made-up Basic credentials too: each costs a full password hash otherwise.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def hub_rates_past_the_fuzzing(settings):
+    # The hub's per-user limits would answer most generated cases with 429 (tested on their own).
+    settings.HUB_THROTTLE_RATES = {scope: "100000/min" for scope in settings.HUB_THROTTLE_RATES}
 
 
 @pytest.fixture
@@ -98,10 +107,14 @@ def world():
     admin = UserFactory(username="schema-admin")
     admin.is_staff = admin.is_superuser = True
     admin.save()
+    # The merchant user's own case, thread and attachment, so the hub's reads and writes reach them.
+    own_case = hub_case(merchant_user, subject="Schema hub case")
+    reply = agent_reply(own_case, files=[png()])
     return {
         "admin": admin, "merchant": merchant_user.user,
         "known": {"id": str(case.pk), "store_id": store.pk, "sku": skus[0], "run_id": queued.pk,
-                  "name": spec.name},
+                  "name": spec.name, "case_id": str(own_case.pk), "message_id": reply.pk,
+                  "attachment_id": reply.attachments.get().pk},
         # A valid body per operation, sent instead of the generated one now and then: the success
         # answers of writes get checked against the schema too.
         "bodies": {
@@ -114,6 +127,11 @@ def world():
             ("POST", "/api/v1/inventory/stores/{store_id}/feeds/"): {
                 "items": [{"sku": skus[1], "price": 2.5}, {"sku": "no-such-sku", "price": 1}]},
             ("PUT", "/api/v1/health/specs/{name}/"): {"document": "checks: [{name: db, type: database}]"},
+            ("POST", "/api/v1/hub/cases/"): {"subject": "Printer jammed", "text": "Paper stuck."},
+            ("POST", "/api/v1/hub/cases/{case_id}/messages/"): {"text": "Any news?"},
+            ("POST", "/api/v1/hub/cases/{case_id}/read/"): {"up_to": reply.pk},
+            ("POST", "/api/v1/hub/auth/login/"): {"username": merchant_user.user.username,
+                                                  "password": "pass"},
         },
     }
 
@@ -206,6 +224,12 @@ def test_every_operation_conforms_as_a_merchant_user(api_schema, world):
     ok = {(method, path) for method, path, status in seen if status < 300}
     assert ("GET", "/api/v1/inventory/stores/{store_id}/items/{sku}/") in ok
     assert not any(path.startswith("/api/v1/cases/") for _, path in ok)  # merchants do not work cases
+    # The hub is theirs: its reads and writes succeed on their own objects.
+    for operation in (("GET", "/api/v1/hub/cases/{case_id}/messages/"),
+                      ("GET", "/api/v1/hub/cases/{case_id}/"),
+                      ("GET", "/api/v1/hub/attachments/{attachment_id}/")):
+        assert operation in ok, operation
+    assert {("POST", "/api/v1/hub/cases/"), ("POST", "/api/v1/hub/cases/{case_id}/messages/")} & ok
 
 
 def test_the_schema_validates_without_warnings(tmp_path):
@@ -227,4 +251,5 @@ def test_lists_are_documented_as_paginated_and_errors_in_one_shape(api_schema):
     assert paginated == {
         "/api/v1/cases/", "/api/v1/health/specs/", "/api/v1/inventory/stores/",
         "/api/v1/inventory/stores/{store_id}/items/", "/api/v1/inventory/stores/{store_id}/runs/",
+        "/api/v1/hub/cases/", "/api/v1/hub/cases/{case_id}/messages/",
     }

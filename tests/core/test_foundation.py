@@ -68,7 +68,8 @@ def test_each_app_registers_its_own_metrics_collector_and_demo_seeder():
     # Each seeder runs after those whose data it relies on.
     assert [(s.app_label, s.seed) for s in demo.seeders()] == [
         ("core", demo.seed), ("assignment", assignment_demo.seed), ("merchants", merchants_demo.seed),
-        ("cases", cases_demo.seed), ("inventory", inventory_demo.seed), ("health", health_demo.seed),
+        ("cases", cases_demo.seed), ("inventory", inventory_demo.seed), ("hub", merchants_demo.seed_hub),
+        ("health", health_demo.seed),
     ]
 
 

@@ -29,7 +29,7 @@ from apps.inventory import services as inventory_services
 from apps.inventory.models import ItemRejection, OosModel, PriceGuardrail
 from apps.merchants.models import MerchantUser
 from tests.factories.accounts import AgentFactory, MerchantUserFactory, UserFactory
-from tests.factories.cases import QueueFactory, make_case
+from tests.factories.cases import AttachmentFactory, MessageFactory, QueueFactory, make_case
 from tests.factories.health import CheckResultFactory, HealthSpecFactory
 from tests.factories.inventory import CatalogItemFactory, StoreFactory, feed_body
 
@@ -150,6 +150,7 @@ def world():
     }
     return {"users": users, "objects": objects, "queue": queue, "case": case, "store": store,
             "offer": objects["assignment.offer"],
+            "hub_case": make_case(queue=queue, subject="hub", merchant_ref=own_merchant.merchant.external_id),
             "other_store": other_store, "run": run, "other_run": other_run, "spec": spec}
 
 
@@ -197,7 +198,8 @@ def test_admin_pages_answer_each_role_as_the_matrix_says(world):
 
 
 def test_admin_ops_pages_answer_each_role(world):
-    store, run = world["store"], world["run"]
+    store, run, case = world["store"], world["run"], world["case"]
+    attachment = AttachmentFactory(message=MessageFactory(case=case))
     pages = {
         # url: {role: status} for the staff roles; outsiders always go to the login page.
         "/admin/": {"agent": 200, "ops": 200, "queue-config-editor": 200},
@@ -215,6 +217,10 @@ def test_admin_ops_pages_answer_each_role(world):
                                                            "queue-config-editor": 403},
         f"/admin/inventory/ingestionrun/{run.pk}/payload/": {"agent": 200, "ops": 200,
                                                             "queue-config-editor": 403},
+        # A case's thread: whoever may change the case replies (POST only), whoever sees it downloads.
+        f"/admin/cases/case/{case.pk}/reply/": {"agent": 405, "ops": 405, "queue-config-editor": 403},
+        f"/admin/cases/case/{case.pk}/attachments/{attachment.pk}/": {"agent": 200, "ops": 200,
+                                                                      "queue-config-editor": 403},
     }
     actual = {(role, url): client.get(url).status_code for role, client in clients(world).items()
               for url in pages}
@@ -238,6 +244,8 @@ def api_rows(world) -> list[tuple[str, str, dict | None, dict[str, int]]]:
     cases, inv, health = "/api/v1/cases/", "/api/v1/inventory/", "/api/v1/health/"
     feed = {"items": [{"sku": "KNOWN", "price": 1.0}]}
     staff_only = {"merchant": 403, "queue-config-editor": 403}
+    hub, hub_case = "/api/v1/hub/", world["hub_case"]
+    not_merchant = {"queue-config-editor": 403, "agent": 403, "ops": 403}
     return [
         ("get", cases, None, {**staff_only, "agent": 200, "ops": 200}),
         ("get", f"{cases}{case.pk}/", None, {**staff_only, "agent": 200, "ops": 200}),
@@ -247,6 +255,8 @@ def api_rows(world) -> list[tuple[str, str, dict | None, dict[str, int]]]:
          {**staff_only, "agent": 400, "ops": 400}),
         ("post", f"{cases}{case.pk}/legacy-transfer/", {}, {**staff_only, "agent": 400, "ops": 400}),
         ("post", "/api/v1/signals/", {}, {**staff_only, "agent": 403, "ops": 400}),
+        # The mail provider's webhook: its shared secret only, whoever is signed in.
+        ("post", "/api/v1/email/inbound/", {}, {**staff_only, "agent": 403, "ops": 403}),
         # Inventory: a merchant user sees only their own stores; another's answers 404.
         ("get", f"{inv}stores/", None,
          {"merchant": 200, "queue-config-editor": 200, "agent": 200, "ops": 200}),
@@ -290,6 +300,20 @@ def api_rows(world) -> list[tuple[str, str, dict | None, dict[str, int]]]:
               ("post", f"offers/{world['offer'].pk}/decline/", None, 404),
               ("post", "next-case/", None, 204),  # works no queue: nothing fits
           )],
+        # The Support Hub: merchant users only, scoped to their merchant. Signing in is open to
+        # anyone (an empty body is a 400); logging out revokes the caller's token, so it goes last.
+        ("post", f"{hub}auth/login/", {}, dict.fromkeys(("anonymous", *STAFF, "merchant"), 400)),
+        ("get", f"{hub}cases/", None, {**not_merchant, "merchant": 200}),
+        ("post", f"{hub}cases/", {}, {**not_merchant, "merchant": 400}),
+        ("get", f"{hub}cases/{hub_case.pk}/", None, {**not_merchant, "merchant": 200}),
+        ("get", f"{hub}cases/{case.pk}/", None, {**not_merchant, "merchant": 404}),  # not theirs
+        ("get", f"{hub}cases/{hub_case.pk}/messages/", None, {**not_merchant, "merchant": 200}),
+        ("post", f"{hub}cases/{hub_case.pk}/messages/", {"text": ""}, {**not_merchant, "merchant": 400}),
+        ("post", f"{hub}cases/{hub_case.pk}/read/", {}, {**not_merchant, "merchant": 200}),
+        ("post", f"{hub}cases/{hub_case.pk}/messages/999999/read/", None, {**not_merchant, "merchant": 404}),
+        ("get", f"{hub}attachments/999999/", None, {**not_merchant, "merchant": 404}),
+        ("post", f"{hub}auth/logout/", None, {**not_merchant, "merchant": 204}),
+        ("post", f"{hub}auth/logout-all/", None, {**not_merchant, "merchant": 204}),
     ]
 
 
@@ -298,9 +322,9 @@ def test_the_api_table_covers_every_route():
 
     api = [p for p in get_resolver().url_patterns if str(p.pattern).startswith("api/v1/")]
     routes = sum(len(getattr(p, "url_patterns", [p])) for p in api)
-    # cases: list/create, detail, transition, notes, legacy transfer, signals; agent: 7;
-    # inventory: 8; health: 4.
-    assert routes == 6 + 7 + 8 + 4, "a new API route needs its rows in api_rows()"
+    # cases: list/create, detail, transition, notes, legacy transfer, signals, inbound email;
+    # agent: 7; inventory: 8; health: 4; hub: 9.
+    assert routes == 7 + 7 + 8 + 4 + 9, "a new API route needs its rows in api_rows()"
 
 
 def test_api_endpoints_answer_each_role_as_the_table_says(world):
@@ -317,7 +341,7 @@ def test_api_endpoints_answer_each_role_as_the_table_says(world):
             response = (call(url, data=json.dumps(body), content_type="application/json")
                         if body is not None else call(url))
             actual[(method, url, role)] = response.status_code
-            expected[(method, url, role)] = 401 if role == "anonymous" else expected_by_role[role]
+            expected[(method, url, role)] = expected_by_role.get(role, 401 if role == "anonymous" else None)
     assert {k: v for k, v in actual.items() if expected[k] != v} == {}
     assert actual == expected
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 from email.header import Header
-from pathlib import Path
 
 import pytest
 
 from apps.core.input import storable_text_error
 from apps.merchants.mail import EmailParseError, ParsedEmail, message_parse
 from apps.merchants.mail.parse import MAX_MIME_DEPTH
+from tests.utils.corpus import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 EML_DIR = CORPUS / "email-replies" / "eml"
 
 

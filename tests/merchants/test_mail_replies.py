@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from apps.merchants.mail import html_sanitize, message_parse, reply_extract
+from tests.utils.corpus import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 REPLIES = CORPUS / "email-replies"
 TEXT_REPLIES_DIR = CORPUS / "email-replies-text"
 TEXT_PROJECTS = ("github-email_reply_parser", "zapier-email-reply-parser")

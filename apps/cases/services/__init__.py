@@ -22,7 +22,27 @@ from apps.cases.services.cases import (
     cases_bulk_apply,
     cases_bulk_create,
 )
+from apps.cases.services.email_in import (
+    INBOUND_EMAIL_USERNAME,
+    InboundResult,
+    inbound_email_user,
+    message_receive_email,
+)
+from apps.cases.services.email_out import (
+    message_deliver,
+    message_delivery_countdown,
+    message_notify_agent,
+    messages_deliver_pending,
+)
 from apps.cases.services.legacy_import import ImportSummary, cases_import_legacy
+from apps.cases.services.messages import (
+    CASE_TOKEN,
+    case_token,
+    message_post_from_hub,
+    message_record,
+    message_send_from_agent,
+    subject_with_token,
+)
 from apps.cases.services.offers import case_offer_accept, cases_offers_release
 from apps.cases.services.proactive_signals import SignalResult, signal_ingest
 from apps.cases.services.queue_configs import (
@@ -38,13 +58,16 @@ from apps.cases.services.queue_configs import (
 
 __all__ = [
     "CASE_METRICS_CONSUMER",
+    "CASE_TOKEN",
     "CORE_EDITABLE",
+    "INBOUND_EMAIL_USERNAME",
     "QUEUE_CONFIG_SCHEMA",
     "SLA_TARGETS",
     "SUPPORTED_TYPES",
     "BulkAssignment",
     "BulkResult",
     "ImportSummary",
+    "InboundResult",
     "SignalResult",
     "case_add_message",
     "case_add_note",
@@ -57,6 +80,7 @@ __all__ = [
     "case_metrics_rollup",
     "case_offer_accept",
     "case_stats_fold",
+    "case_token",
     "case_transfer",
     "case_transition",
     "case_update",
@@ -65,9 +89,19 @@ __all__ = [
     "cases_bulk_create",
     "cases_import_legacy",
     "cases_offers_release",
+    "inbound_email_user",
+    "message_deliver",
+    "message_delivery_countdown",
+    "message_notify_agent",
+    "message_post_from_hub",
+    "message_receive_email",
+    "message_record",
+    "message_send_from_agent",
+    "messages_deliver_pending",
     "queue_config_activate",
     "queue_config_errors",
     "queue_config_publish",
     "queue_create",
     "signal_ingest",
+    "subject_with_token",
 ]

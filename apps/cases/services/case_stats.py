@@ -29,7 +29,9 @@ def case_stats_fold(events: Sequence[CaseEvent]) -> None:
         if event.id <= row.last_event_id:
             continue  # already folded in: feeding an event twice changes nothing
         row.last_event_id = event.id
-        if event.kind == EventKind.MESSAGE and event.data.get("direction") == "outbound":
+        # An internal note between agents is not a reply to the customer.
+        if (event.kind == EventKind.MESSAGE and event.data.get("direction") == "outbound"
+                and not event.data.get("internal")):
             row.outbound_messages += 1
             row.first_response_at = row.first_response_at or event.created_at
         elif event.kind == EventKind.TRANSFERRED and event.data.get("to") in queue_ids:

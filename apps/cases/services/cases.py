@@ -334,19 +334,12 @@ def case_add_note(*, case: Case, body: str, actor=None) -> CaseEvent:
     return _events_write([_event(case, EventKind.NOTE, actor, body=body)])[0]
 
 
-@transaction.atomic
-def case_add_message(*, case: Case, body: str, direction: str = "outbound", actor=None) -> CaseEvent:
-    """A message to (outbound) or from (inbound) the customer; the first outbound is the first response."""
-    if direction not in ("outbound", "inbound"):
-        raise ApplicationError("Unknown direction.", errors={"direction": ["outbound or inbound"]})
-    if not body.strip():
-        raise ApplicationError("A message needs text.", errors={"body": ["This field is required."]})
-    case = _case_lock(case)
-    _require_here(case)
-    if direction == "outbound" and case.first_response_at is None:
-        case.first_response_at = timezone.now()
-        case.save(update_fields=["first_response_at", "updated_at"])
-    return _events_write([_event(case, EventKind.MESSAGE, actor, body=body, direction=direction)])[0]
+def case_add_message(*, case: Case, body: str, direction: str = "outbound", actor=None):
+    """A message to (outbound) or from (inbound) the customer that an agent records, not emailed: a
+    Message with its timeline event (services/messages.py); the first outbound is the first response."""
+    from apps.cases.services.messages import message_record  # it builds on this module
+
+    return message_record(case=case, body=body, direction=direction, actor=actor)
 
 
 @transaction.atomic
