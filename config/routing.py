@@ -2,8 +2,10 @@
 
 from django.urls import path
 
+from apps.assignment.consumers import AgentConsumer
 from apps.core.consumers import PingConsumer
 
 websocket_urlpatterns = [
     path("ws/ping/", PingConsumer.as_asgi()),
+    path("ws/agent/", AgentConsumer.as_asgi()),
 ]

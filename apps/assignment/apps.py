@@ -1,6 +1,6 @@
 from django.apps import AppConfig
 
-from apps.cases.signals import cases_waiting
+from apps.cases.signals import case_agents_changed, cases_waiting
 
 
 class AssignmentConfig(AppConfig):
@@ -16,6 +16,7 @@ class AssignmentConfig(AppConfig):
         register_collector(metrics.collect)
         register_seeder(self.label, demo.seed)
         cases_waiting.connect(_on_cases_waiting, dispatch_uid="assignment.on_demand_batch")
+        case_agents_changed.connect(_on_case_agents_changed, dispatch_uid="assignment.workspace_state")
 
 
 def _on_cases_waiting(sender, queue_ids=(), **kwargs) -> None:
@@ -23,3 +24,10 @@ def _on_cases_waiting(sender, queue_ids=(), **kwargs) -> None:
     from apps.assignment.services import assignment_batch_request
 
     assignment_batch_request()
+
+
+def _on_case_agents_changed(sender, agent_ids=(), **kwargs) -> None:
+    """Runs after commit already: the agents' workspaces show their cases as they are now."""
+    from apps.assignment.realtime import agent_state_publish
+
+    agent_state_publish(agent_ids)

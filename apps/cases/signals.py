@@ -6,3 +6,7 @@ from django.dispatch import Signal
 # Sent after commit when cases start waiting for an agent (created, transferred, unassigned,
 # reopened without one). Keyword argument: `queue_ids`, the queues they wait in.
 cases_waiting = Signal()
+
+# Sent after commit when an agent's set of open cases changed (assigned to or taken from them,
+# a status change, a transfer). Keyword argument: `agent_ids`. The agent workspace listens.
+case_agents_changed = Signal()

@@ -23,14 +23,14 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     # of agents they change only their own presence.
     AGENT: (
         "cases.view_*", "cases.add_case", "cases.change_case", "cases.add_caseevent",
-        "assignment.view_*", "assignment.change_own_presence",
+        "assignment.view_*", "assignment.change_own_presence", "context.view_*",
         "merchants.view_*", "merchants.add_message",
         "inventory.view_*",
     ),
     # Ops run the platform: everything in the product apps, schedules, and user lists; they see
     # sign-in lockouts and lift one by deleting it.
     OPS: (
-        "cases.*", "assignment.*", "inventory.*", "merchants.*", "health.*",
+        "cases.*", "assignment.*", "context.*", "inventory.*", "merchants.*", "health.*",
         "django_celery_beat.*", "auth.view_user", "auth.view_group",
         "axes.view_*", "axes.delete_accessattempt",
     ),

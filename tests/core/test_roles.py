@@ -30,6 +30,7 @@ from apps.inventory.models import ItemRejection, OosModel, PriceGuardrail
 from apps.merchants.models import MerchantUser
 from tests.factories.accounts import AgentFactory, MerchantUserFactory, UserFactory
 from tests.factories.cases import AttachmentFactory, MessageFactory, QueueFactory, make_case
+from tests.factories.context import ContextRecordFactory
 from tests.factories.health import CheckResultFactory, HealthSpecFactory
 from tests.factories.inventory import CatalogItemFactory, StoreFactory, feed_body
 
@@ -58,6 +59,8 @@ ADMIN_MATRIX: dict[str, dict[str, str]] = {
     # The active version is immutable and not deletable; a new version is "added".
     "cases.queueconfig": {"agent": "lv", "ops": "lav", "queue-config-editor": "lav"},
     "cases.signaloutcome": {"agent": "lv", "ops": "lv"},
+    # Written by fetches only: ops refresh, mark stale, bust a type or delete; agents look.
+    "context.contextrecord": {"agent": "lv", "ops": "lvd"},
     "django_celery_beat.clockedschedule": {"ops": "laed"},
     "django_celery_beat.crontabschedule": {"ops": "laed"},
     "django_celery_beat.intervalschedule": {"ops": "laed"},
@@ -123,6 +126,7 @@ def world():
         "cases.queueconfig": queue.configs.get(is_active=True),
         "cases.signaloutcome": SignalOutcome.objects.create(
             delivery_ref="d-1", signal_type="late", queue=queue, group="treatment"),
+        "context.contextrecord": ContextRecordFactory(key="D-roles"),
         "django_celery_beat.clockedschedule": ClockedSchedule.objects.create(
             clocked_time="2030-01-01T00:00Z"),
         "django_celery_beat.crontabschedule": CrontabSchedule.objects.create(minute="5"),
@@ -208,8 +212,11 @@ def test_admin_ops_pages_answer_each_role(world):
         f"/admin/cases/queueconfig/add/?queue={world['queue'].pk}": {"agent": 403, "ops": 200,
                                                                      "queue-config-editor": 200},
         "/admin/health/healthspec/dashboard/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
+        "/admin/context/contextrecord/bust/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
         # The board is for ops (a permission of its own: agents see agents, not the board).
         "/admin/assignment/agent/board/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
+        # The workspace is an agent's own: staff without an agent profile are refused.
+        "/admin/assignment/workspace/": {"agent": 200, "ops": 403, "queue-config-editor": 403},
         "/admin/inventory/store/review-queue/": {"agent": 200, "ops": 200, "queue-config-editor": 403},
         f"/admin/inventory/store/{store.pk}/csv-upload/": {"agent": 403, "ops": 200,
                                                           "queue-config-editor": 403},
@@ -257,6 +264,8 @@ def api_rows(world) -> list[tuple[str, str, dict | None, dict[str, int]]]:
         ("post", "/api/v1/signals/", {}, {**staff_only, "agent": 403, "ops": 400}),
         # The mail provider's webhook: its shared secret only, whoever is signed in.
         ("post", "/api/v1/email/inbound/", {}, {**staff_only, "agent": 403, "ops": 403}),
+        # Outside systems' change events: their shared secret only, whoever is signed in.
+        ("post", "/api/v1/context/events/", {}, {**staff_only, "agent": 403, "ops": 403}),
         # Inventory: a merchant user sees only their own stores; another's answers 404.
         ("get", f"{inv}stores/", None,
          {"merchant": 200, "queue-config-editor": 200, "agent": 200, "ops": 200}),
@@ -300,6 +309,8 @@ def api_rows(world) -> list[tuple[str, str, dict | None, dict[str, int]]]:
               ("post", f"offers/{world['offer'].pk}/decline/", None, 404),
               ("post", "next-case/", None, 204),  # works no queue: nothing fits
           )],
+        # The workspace's state poll: its per-tab token only (no session is read), so 401 without one.
+        ("get", "/api/v1/agent/state/", None, dict.fromkeys(("anonymous", *STAFF, "merchant"), 401)),
         # The Support Hub: merchant users only, scoped to their merchant. Signing in is open to
         # anyone (an empty body is a 400); logging out revokes the caller's token, so it goes last.
         ("post", f"{hub}auth/login/", {}, dict.fromkeys(("anonymous", *STAFF, "merchant"), 400)),
@@ -322,9 +333,9 @@ def test_the_api_table_covers_every_route():
 
     api = [p for p in get_resolver().url_patterns if str(p.pattern).startswith("api/v1/")]
     routes = sum(len(getattr(p, "url_patterns", [p])) for p in api)
-    # cases: list/create, detail, transition, notes, legacy transfer, signals, inbound email;
-    # agent: 7; inventory: 8; health: 4; hub: 9.
-    assert routes == 7 + 7 + 8 + 4 + 9, "a new API route needs its rows in api_rows()"
+    # cases: list/create, detail, transition, notes, legacy transfer, signals, inbound email,
+    # context events; agent: 8 (with the workspace's state poll); inventory: 8; health: 4; hub: 9.
+    assert routes == 8 + 8 + 8 + 4 + 9, "a new API route needs its rows in api_rows()"
 
 
 def test_api_endpoints_answer_each_role_as_the_table_says(world):

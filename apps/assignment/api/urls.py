@@ -12,4 +12,5 @@ urlpatterns = [
     path("offers/<int:offer_id>/accept/", views.OfferAcceptView.as_view(), name="agent-offer-accept"),
     path("offers/<int:offer_id>/decline/", views.OfferDeclineView.as_view(), name="agent-offer-decline"),
     path("next-case/", views.NextCaseView.as_view(), name="agent-next-case"),
+    path("state/", views.AgentStateView.as_view(), name="agent-state"),
 ]

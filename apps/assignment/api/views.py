@@ -1,9 +1,11 @@
 """Agent API (/api/v1/agent/): the calling agent's presence and heartbeat, their offers with
-accept and decline, and "next case" (pull). Every call acts for the caller's own agent only;
-another agent's offer is a 404. Views are thin: the rules live in apps.assignment.services."""
+accept and decline, "next case" (pull), and the workspace's state poll (the websocket's fallback).
+Every call acts for the caller's own agent only; another agent's offer is a 404. Views are thin:
+the rules live in apps.assignment.services."""
 
 from __future__ import annotations
 
+import redis
 from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -11,7 +13,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.assignment import services
+from apps.assignment import realtime, services
 from apps.assignment.api.serializers import (
     AgentMeSerializer,
     OfferSerializer,
@@ -20,6 +22,7 @@ from apps.assignment.api.serializers import (
 )
 from apps.assignment.models import Agent, AgentQueue, Offer, OfferState
 from apps.assignment.selectors import agent_loads
+from apps.core.api.schema import ErrorSerializer
 from apps.core.idempotency import idempotent
 
 
@@ -124,3 +127,50 @@ class NextCaseView(APIView):
         if case is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(PulledCaseSerializer(case).data)
+
+
+POLL_TOKEN_HEADER = "X-Poll-Token"
+
+
+def _version_of(etag: str) -> str:
+    return etag.strip().removeprefix("W/").strip('"')
+
+
+class AgentStateView(APIView):
+    # The poll runs every couple of seconds per tab while its websocket is down: the per-tab
+    # token (minted with the workspace page) stands for the session, which lives in PostgreSQL,
+    # so an unchanged state answers 304 after one Redis call and no database query at all.
+    authentication_classes = []
+    permission_classes = []
+
+    @extend_schema(
+        summary="The calling agent's workspace state (short-poll fallback of the websocket)",
+        description=(f"Authenticated by the workspace tab's `{POLL_TOKEN_HEADER}` header. Send the last ETag "
+                     "in If-None-Match: 304 while nothing changed. At most WORKSPACE_POLL_RATE_PER_SECOND "
+                     "polls per second per agent across all tabs (429 with Retry-After)."),
+        request=None,
+        responses={200: OpenApiResponse(description="The state, with its version as ETag."),
+                   304: OpenApiResponse(description="Unchanged."),
+                   401: OpenApiResponse(ErrorSerializer, description="Missing or expired poll token."),
+                   429: OpenApiResponse(ErrorSerializer, description="Too many polls."),
+                   503: OpenApiResponse(ErrorSerializer, description="The state store is unreachable.")},
+    )
+    def get(self, request):
+        known = _version_of(request.headers.get("If-None-Match", ""))
+        try:
+            outcome, _agent_id, state = realtime.state_poll(token=request.headers.get(POLL_TOKEN_HEADER, ""),
+                                                            known_version=known)
+        except redis.RedisError:
+            return Response({"detail": "The workspace state is unavailable; try again shortly."},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "2"})
+        if outcome == "unauthorized":
+            return Response({"detail": "Missing or expired poll token; reload the workspace."},
+                            status=status.HTTP_401_UNAUTHORIZED, headers={"WWW-Authenticate": "PollToken"})
+        if outcome == "limited":
+            return Response({"detail": "Too many polls; slow down."},
+                            status=status.HTTP_429_TOO_MANY_REQUESTS,
+                            headers={"Retry-After": "1"})
+        headers = {"Cache-Control": "private, no-cache"}
+        if outcome == "not_modified":
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={**headers, "ETag": f'"{known}"'})
+        return Response(state, headers={**headers, "ETag": f'"{state.get("version", 0)}"'})

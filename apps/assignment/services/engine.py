@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apps.assignment import counters, routing
 from apps.assignment.models import Offer, OfferState
+from apps.assignment.realtime import agent_state_publish_on_commit
 from apps.assignment.selectors import agents_for_routing
 from apps.assignment.services.counters import counters_reconcile
 from apps.assignment.services.offers import assignment_batch_started, offers_record
@@ -92,6 +93,8 @@ def assignment_batch_run(*, batch_size: int | None = None) -> BatchResult:
             if not rows:
                 return result
             _decide_and_write(rows, now, result, reserved)
+            # One publish for every agent the batch gave a case to (their tabs pop it up).
+            agent_state_publish_on_commit(set(result.assignments.values()))
     except BaseException:
         # Units reserved for assignments that were rolled back; reconcile would heal them anyway.
         counters.counters_release(reserved)

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from apps.assignment import counters
 from apps.assignment.models import Agent, Offer, OfferState
+from apps.assignment.realtime import agent_state_publish_on_commit
 from apps.assignment.selectors import agent_loads
 from apps.cases import services as case_services
 from apps.cases.models import Case, CaseEvent, EventKind
@@ -107,6 +108,7 @@ def offer_accept(*, offer_id: Any, user) -> Offer:
     offer.state, offer.responded_at = OfferState.ACCEPTED, now
     offer.save(update_fields=["state", "responded_at"])
     case_services.case_offer_accept(case=offer.case_id, agent=offer.agent, actor=user)
+    agent_state_publish_on_commit({offer.agent_id})
     return offer
 
 
@@ -121,6 +123,7 @@ def offer_decline(*, offer_id: Any, user) -> Offer:
     case_services.cases_offers_release(releases=[(offer.case_id, offer.agent_id, EventKind.OFFER_DECLINED)],
                                        actor=user)
     _loads_refresh({offer.agent_id})
+    agent_state_publish_on_commit({offer.agent_id})
     transaction.on_commit(assignment_batch_request)
     return offer
 
@@ -153,6 +156,7 @@ def offers_expire(*, limit: int = 1000) -> int:
         case_services.cases_offers_release(
             releases=[(case_id, agent_id, EventKind.OFFER_EXPIRED) for _, case_id, agent_id in due])
         _loads_refresh({agent_id for *_, agent_id in due})
+        agent_state_publish_on_commit({agent_id for *_, agent_id in due})
         transaction.on_commit(assignment_batch_request)
     return len(due)
 

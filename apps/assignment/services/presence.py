@@ -3,12 +3,20 @@ available agent whose heartbeats stopped into offline, recording when."""
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.assignment.models import Agent, Presence
+from apps.assignment.realtime import agent_state_publish_on_commit
 from apps.assignment.selectors import heartbeat_ttl
 from apps.core.errors import ApplicationError
+
+# One statement that also says whom it flipped, so their open tabs learn it.
+_EXPIRE_SQL = """
+UPDATE assignment_agent SET presence = %(offline)s, presence_changed_at = %(now)s
+WHERE presence = %(available)s AND (heartbeat_at IS NULL OR heartbeat_at < %(fresh_since)s)
+RETURNING id
+"""
 
 
 def agent_heartbeat(*, agent: Agent) -> None:
@@ -28,12 +36,17 @@ def agent_presence_set(*, agent: Agent, presence: str) -> Agent:
     # Choosing a presence is itself a sign of life.
     agent.heartbeat_at = now
     agent.save(update_fields=["presence", "presence_changed_at", "heartbeat_at"])
+    agent_state_publish_on_commit({agent.pk})
     return agent
 
 
 def agents_presence_expire() -> int:
     """Available agents without a heartbeat within the TTL go offline; returns how many."""
     now = timezone.now()
-    return (Agent.objects.filter(presence=Presence.AVAILABLE)
-            .exclude(heartbeat_at__gte=now - heartbeat_ttl())
-            .update(presence=Presence.OFFLINE, presence_changed_at=now))
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_EXPIRE_SQL, {"now": now, "available": Presence.AVAILABLE,
+                                         "offline": Presence.OFFLINE, "fresh_since": now - heartbeat_ttl()})
+            expired = [row[0] for row in cursor.fetchall()]
+        agent_state_publish_on_commit(expired)
+    return len(expired)

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from apps.assignment import counters, routing
 from apps.assignment.models import Agent, AgentQueue, Offer, OfferState, Presence
+from apps.assignment.realtime import agent_state_publish_on_commit
 from apps.assignment.selectors import agent_loads
 from apps.assignment.services.counters import counters_reconcile
 from apps.assignment.services.offers import agent_for_user
@@ -68,6 +69,7 @@ def case_next_for_agent(*, user) -> Case | None:
                 weight = rule.weight(channel)
                 needed = rule.skills_needed(waited_seconds=clock - created_at.timestamp())
                 if weight <= spare and needed <= skills:
+                    agent_state_publish_on_commit({agent.pk})
                     return _take(agent, case_id, queue_id, status, weight, configs, now, reserved)
             return None
     except BaseException:

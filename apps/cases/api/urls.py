@@ -3,6 +3,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from apps.cases.api.context import ContextEventsView
 from apps.cases.api.email import InboundEmailView
 from apps.cases.api.views import CaseViewSet, SignalView
 
@@ -12,5 +13,6 @@ router.register("cases", CaseViewSet, basename="case")
 urlpatterns = [
     path("signals/", SignalView.as_view(), name="signal-ingest"),
     path("email/inbound/", InboundEmailView.as_view(), name="email-inbound"),
+    path("context/events/", ContextEventsView.as_view(), name="context-events"),
     *router.urls,
 ]

@@ -30,7 +30,7 @@ from apps.cases.models import (
 )
 from apps.cases.services._events import _case_lock, _created_event, _event, _events_write
 from apps.cases.services.queue_configs import _active_config, _fields_object, case_fields_validate
-from apps.cases.signals import cases_waiting
+from apps.cases.signals import case_agents_changed, cases_waiting
 from apps.core.errors import ApplicationError, Conflict
 from apps.core.feed import feed_lock_key, feed_writer_enter
 
@@ -42,6 +42,13 @@ def _announce_waiting(cases: Iterable[Case]) -> None:
                  and c.status in OPEN_STATUSES and c.location == Location.CASEHUB}
     if queue_ids:
         transaction.on_commit(lambda: cases_waiting.send_robust(sender=Case, queue_ids=queue_ids))
+
+
+def _announce_agents(*agent_ids: Any) -> None:
+    """Once the transaction commits, tell listeners (the agent workspace) whose cases changed."""
+    ids = {pk for pk in agent_ids if pk is not None}
+    if ids:
+        transaction.on_commit(lambda: case_agents_changed.send_robust(sender=Case, agent_ids=ids))
 
 
 def _require_here(case: Case) -> None:
@@ -176,6 +183,7 @@ def case_transition(*, case: Case, to_status: str, actor=None, note: str = "") -
     _require_here(case)
     events = _transition(case, to_status, actor, _active_config(case.queue_id), note=note)
     case.save()
+    _announce_agents(case.assigned_agent_id)
     _events_write(events)
     _announce_waiting([case])
     return case
@@ -202,6 +210,7 @@ def case_assign(*, case: Case, agent, actor=None) -> Case:
     _require_here(case)
     if case.assigned_agent_id == (agent.pk if agent else None):
         return case
+    _announce_agents(case.assigned_agent_id, agent.pk if agent else None)
     events = [_event(case, EventKind.ASSIGNED, actor, **{
         "from": case.assigned_agent_id, "to": agent.pk if agent else None,
         "agent": str(agent) if agent else None,
@@ -356,6 +365,7 @@ def case_transfer(*, case: Case, queue: Queue, actor=None, reason: str = "") -> 
                                errors={"queue": [f"Status '{case.status}' is not used by that queue."]})
     events = [_event(case, EventKind.TRANSFERRED, actor, reason=reason, **{
         "from": case.queue.slug, "to": queue.slug, "unassigned": case.assigned_agent_id})]
+    _announce_agents(case.assigned_agent_id)
     case.queue = queue
     case.assigned_agent = None
     case.assigned_weight = 0

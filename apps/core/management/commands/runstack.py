@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import sys
 
 from django.conf import settings
@@ -49,8 +50,9 @@ class Command(BaseCommand):
             settings.CASEHUB_BASE_URL = settings.CASEHUB_BASE_URL or f"http://{host}:{port}"
             if not no_seed:
                 call_command("seed_demo", no_progress=True)
+            children, env = (dict(commands), {}) if commands else _commands(host, port)
             supervisor = Supervisor(
-                dict(commands) if commands else _commands(host, port), cwd=settings.BASE_DIR,
+                children, cwd=settings.BASE_DIR, env=env,
                 services=stack["services"], policy=RestartPolicy(limit=restart_limit, window=restart_window),
             )
             self._print_banner(host, port)
@@ -75,9 +77,10 @@ class Command(BaseCommand):
         self.stdout.write("Press Ctrl-C to stop.\n")
 
 
-def _commands(host, port) -> dict[str, list[str]]:
+def _commands(host, port) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The children to supervise, and the environment they get on top of this one."""
     py = sys.executable
-    return {
+    commands = {
         "web": [py, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
                 "--lifespan", "off", "--no-access-log", "--log-config", str(_uvicorn_log_config())],
         "worker": [py, "-m", "celery", "-A", "config", "worker",
@@ -86,6 +89,19 @@ def _commands(host, port) -> dict[str, list[str]]:
         "beat": [py, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
                  "-S", "django_celery_beat.schedulers:DatabaseScheduler"],
     }
+    env = {}
+    if not settings.CASEHUB_CONTEXT_URL and not settings.CASEHUB_CONTEXT_TYPE_URLS:
+        # No outside systems configured: the demo stand-in serves them, on a loopback port of its own.
+        demo_port = _free_port()
+        commands["context-demo"] = [py, "-m", "apps.cases.context.demo_service", "--port", str(demo_port)]
+        env["CASEHUB_CONTEXT_URL"] = f"http://127.0.0.1:{demo_port}"
+    return commands, env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _named_command(value: str) -> tuple[str, list[str]]:
