@@ -101,21 +101,32 @@ def _documents(agent_ids: set[int]) -> dict[int, dict[str, Any]]:
     return docs
 
 
-def _send(agent_id: int, message: dict) -> None:
+async def _group_send_all(layer, pushes: list[tuple[int, dict]]) -> None:
+    await asyncio.gather(*(layer.group_send(agent_group(agent_id), message) for agent_id, message in pushes),
+                         return_exceptions=True)
+
+
+def _send_all(pushes: list[tuple[int, dict]]) -> None:
+    """Push to many agents' groups from one event loop (one set of channel-layer connections),
+    concurrently: a batch that offered to hundreds of agents costs one fan-out, not hundreds."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not pushes:
         return
-    send = async_to_sync(layer.group_send)
+    send = async_to_sync(_group_send_all)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        send(agent_group(agent_id), message)
+        send(layer, pushes)
         return
     # Synchronous code running in an event loop's thread (a sync caller under a running loop)
     # cannot block on the loop: the send goes from a helper thread instead.
-    helper = threading.Thread(target=send, args=(agent_group(agent_id), message))
+    helper = threading.Thread(target=send, args=(layer, pushes))
     helper.start()
     helper.join()
+
+
+def _send(agent_id: int, message: dict) -> None:
+    _send_all([(agent_id, message)])
 
 
 def agent_state_publish(agent_ids: Iterable[int]) -> dict[int, dict]:
@@ -127,16 +138,28 @@ def agent_state_publish(agent_ids: Iterable[int]) -> dict[int, dict]:
     ids = {int(pk) for pk in agent_ids if pk is not None}
     if not ids:
         return {}
-    states = {}
-    for agent_id, doc in _documents(ids).items():
-        try:
-            changed, version = _scripts()["store"](keys=[STATE.format(agent_id)],
-                                                   args=[json.dumps(doc, sort_keys=True)])
-            states[agent_id] = state = {**doc, "version": int(version)}
-            if changed:
-                _send(agent_id, {"type": "state.push", "state": state})
-        except (redis.RedisError, OSError):
+    docs = _documents(ids)
+    store = _scripts()["store"]
+    try:
+        # Every agent's store script in one round trip.
+        pipe = _client().pipeline(transaction=False)
+        for agent_id, doc in docs.items():
+            store(keys=[STATE.format(agent_id)], args=[json.dumps(doc, sort_keys=True)], client=pipe)
+        replies = pipe.execute(raise_on_error=False)
+    except (redis.RedisError, OSError):
+        return {}
+    states, pushes = {}, []
+    for (agent_id, doc), reply in zip(docs.items(), replies, strict=True):
+        if isinstance(reply, Exception):
             continue
+        changed, version = reply
+        states[agent_id] = state = {**doc, "version": int(version)}
+        if changed:
+            pushes.append((agent_id, {"type": "state.push", "state": state}))
+    try:
+        _send_all(pushes)
+    except (redis.RedisError, OSError):
+        pass
     return states
 
 

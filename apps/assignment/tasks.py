@@ -33,3 +33,9 @@ def counters_feed_consume() -> int:
 def offers_expire() -> int:
     """Beat-driven (every 2 s): unanswered offers expire and their cases wait again."""
     return services.offers_expire()
+
+
+@shared_task(acks_late=True, soft_time_limit=20, time_limit=30)
+def agent_states_publish(agent_ids: list[int]) -> int:
+    """After an engine batch: rebuild and push the workspace state of the agents it gave cases to."""
+    return len(services.agent_states_publish(agent_ids))

@@ -10,8 +10,9 @@ import pytest
 from django.db.backends.signals import connection_created
 from django.test import Client
 
-from apps.assignment import realtime, services
+from apps.assignment import realtime, services, tasks
 from apps.assignment.models import Offer
+from apps.assignment.services.engine import PUBLISH_TASK
 from apps.cases import services as case_services
 from tests.factories import AgentFactory
 from tests.factories.cases import QueueFactory, make_case
@@ -33,8 +34,13 @@ def test_an_engine_offer_is_published_after_commit_and_accepting_moves_it_to_the
     agent = AgentFactory(queues=[queue], display_name="Ann <b>")
     case = make_case(queue=queue, subject="Parcel <script>")
     services.counters_reconcile()
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks() as after_commit:
         services.assignment_batch_run()
+    # The batch leaves the fan-out to a worker: its one task, for the agents it gave cases to.
+    assert not realtime._client().exists(realtime.STATE.format(agent.pk))
+    sends = [c for c in after_commit if getattr(c, "args", None) and c.args[0].name == PUBLISH_TASK]
+    assert [c.args[1] for c in sends] == [[agent.pk]]
+    tasks.agent_states_publish([agent.pk])
     state = realtime.agent_state(agent.pk)
     offer = Offer.objects.get(case=case)
     assert [(o["id"], o["case"], o["subject"]) for o in state["offers"]] == [

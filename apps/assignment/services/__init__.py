@@ -1,5 +1,7 @@
 """Write use cases of assignment, one module per use case; every name callers use is here."""
 
+from apps.assignment.realtime import agent_state_publish as agent_states_publish
+
 from apps.assignment.services.counters import (
     COUNTERS_CONSUMER,
     counters_feed_consume,
@@ -24,6 +26,7 @@ __all__ = [
     "BatchResult",
     "agent_for_user",
     "agent_heartbeat",
+    "agent_states_publish",
     "agent_presence_set",
     "agents_presence_expire",
     "assignment_batch_request",

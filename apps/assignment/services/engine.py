@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from apps.assignment import counters, routing
 from apps.assignment.models import Offer, OfferState
-from apps.assignment.realtime import agent_state_publish_on_commit
 from apps.assignment.selectors import agents_for_routing
 from apps.assignment.services.counters import counters_reconcile
 from apps.assignment.services.offers import assignment_batch_started, offers_record
@@ -24,6 +23,9 @@ from apps.cases import services as case_services
 from apps.cases.models import WAITING, Case, CaseEvent, QueueConfig
 from apps.core.feed import feed_writer_enter
 from apps.core.memory import cyclic_gc_paused
+from apps.core.scheduling import task_send_on_commit
+
+PUBLISH_TASK = "apps.assignment.tasks.agent_states_publish"
 
 
 @dataclass
@@ -93,8 +95,10 @@ def assignment_batch_run(*, batch_size: int | None = None) -> BatchResult:
             if not rows:
                 return result
             _decide_and_write(rows, now, result, reserved)
-            # One publish for every agent the batch gave a case to (their tabs pop it up).
-            agent_state_publish_on_commit(set(result.assignments.values()))
+            # One publish for every agent the batch gave a case to (their tabs pop it up), by a
+            # worker after commit: the fan-out to hundreds of agents stays off the batch's path.
+            if result.assignments:
+                task_send_on_commit(PUBLISH_TASK, sorted(set(result.assignments.values())))
     except BaseException:
         # Units reserved for assignments that were rolled back; reconcile would heal them anyway.
         counters.counters_release(reserved)
