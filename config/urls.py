@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.assignment.api.urls import calls_urlpatterns
 from apps.assignment.workspace import workspace_view
 from apps.core import views as core_views
 
@@ -20,6 +21,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("apps.cases.api.urls")),
     path("api/v1/agent/", include("apps.assignment.api.urls")),
+    path("api/v1/calls/", include(calls_urlpatterns)),
     path("api/v1/inventory/", include("apps.inventory.api.urls")),
     path("api/v1/health/", include("apps.health.api.urls")),
     path("api/v1/hub/", include("apps.merchants.api.urls")),

@@ -119,3 +119,29 @@ class Offer(models.Model):
 
     def __str__(self) -> str:
         return f"offer {self.pk} of {self.case_id} to {self.agent_id} ({self.state})"
+
+
+class Call(models.Model):
+    """A softphone call an agent answered: the case it popped, and its end. One row per call id,
+    so a replayed webhook finds the first answer instead of writing a second one."""
+
+    call_id = models.CharField(max_length=128, unique=True)
+    # E.164 ("+4930123456"), or blank when the caller withheld the number.
+    caller = models.CharField(max_length=16, blank=True)
+    case = models.ForeignKey("cases.Case", on_delete=models.CASCADE, related_name="calls")
+    agent = models.ForeignKey(Agent, null=True, on_delete=models.SET_NULL, related_name="calls")
+    # The call opened the case (no open case of the caller was found).
+    created_case = models.BooleanField(default=False)
+    answered_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-answered_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(ended_at__isnull=False) | Q(duration_seconds__isnull=True),
+                                   name="call_duration_only_when_ended"),
+        ]
+
+    def __str__(self) -> str:
+        return f"call {self.call_id} on {self.case_id}"

@@ -158,6 +158,8 @@ class Case(models.Model):
             # A merchant's cases, newest first: the Support Hub's case list (and any lookup by
             # merchant, by its leading column).
             models.Index(fields=["merchant_ref", "-created_at"], name="case_merchant_recent_idx"),
+            # A caller's newest case (the softphone's screen pop), a customer's cases.
+            models.Index(fields=["customer_ref", "-created_at"], name="case_customer_recent_idx"),
             # The wait-to-first-offer histogram reads a recent window of first assignments.
             models.Index(fields=["first_assigned_at"], name="case_first_assigned_idx",
                          condition=Q(first_assigned_at__isnull=False)),

@@ -1,20 +1,22 @@
 """The agent workspace in a real headless browser against real uvicorn processes (websockets
 need ASGI) and a real Celery worker running the engine: an offer pops up by push, by the
 polling fallback with the socket off, in two tabs on two processes, and accepting in one tab
-takes it from the other."""
+takes it from the other; an answered phone call opens its case in the tab."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import urllib.request
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission
 
 from apps.assignment import services
-from apps.assignment.models import Offer, OfferState
+from apps.assignment.models import Call, Offer, OfferState
 from tests.factories import AgentFactory
 from tests.factories.accounts import UserFactory
 from tests.factories.cases import QueueFactory, make_case
@@ -132,4 +134,25 @@ def test_with_the_socket_off_the_polling_fallback_shows_the_offer(servers, agent
     page.click(f'#offers .offer[data-offer="{offer.pk}"] .offer-decline')
     page.wait_for_selector("#popup", state="hidden")
     assert Offer.objects.get(pk=offer.pk).state == OfferState.DECLINED
+    page.context.close()
+
+
+def test_an_answered_call_opens_its_case_in_the_agents_tab(servers, agent, browser):
+    agent_row, _queue = agent
+    QueueFactory(slug=settings.CASEHUB_PHONE_QUEUE)
+    page = _open_workspace(browser, servers[0])
+    page.wait_for_selector("#workspace[data-transport=live]")
+    # The softphone reaches the other process: the pop crosses processes as offers do.
+    request = urllib.request.Request(
+        f"{servers[1]}/api/v1/calls/", method="POST",
+        data=json.dumps({"call_id": "browser-call", "event": "answered", "caller": "+49 30 5550100",
+                         "agent": "ws-agent"}).encode(),
+        headers={"Content-Type": "application/json",
+                 "Authorization": f"Bearer {settings.CASEHUB_SOFTPHONE_SECRET}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        case_id = json.load(response)["case"]
+    page.wait_for_selector("#workspace[data-screen-pop=browser-call]")
+    assert page.get_attribute("#case-pane", "data-case") == case_id
+    assert "+4930" in page.inner_text("#workspace-message")
+    assert Call.objects.get(call_id="browser-call").agent_id == agent_row.pk
     page.context.close()

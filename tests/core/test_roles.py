@@ -309,6 +309,8 @@ def api_rows(world) -> list[tuple[str, str, dict | None, dict[str, int]]]:
               ("post", f"offers/{world['offer'].pk}/decline/", None, 404),
               ("post", "next-case/", None, 204),  # works no queue: nothing fits
           )],
+        # The softphone's call events: its shared secret only, whoever is signed in.
+        ("post", "/api/v1/calls/", {}, {**staff_only, "agent": 403, "ops": 403}),
         # The workspace's state poll: its per-tab token only (no session is read), so 401 without one.
         ("get", "/api/v1/agent/state/", None, dict.fromkeys(("anonymous", *STAFF, "merchant"), 401)),
         # The Support Hub: merchant users only, scoped to their merchant. Signing in is open to
@@ -334,8 +336,9 @@ def test_the_api_table_covers_every_route():
     api = [p for p in get_resolver().url_patterns if str(p.pattern).startswith("api/v1/")]
     routes = sum(len(getattr(p, "url_patterns", [p])) for p in api)
     # cases: list/create, detail, transition, notes, legacy transfer, signals, inbound email,
-    # context events; agent: 8 (with the workspace's state poll); inventory: 8; health: 4; hub: 9.
-    assert routes == 8 + 8 + 8 + 4 + 9, "a new API route needs its rows in api_rows()"
+    # context events; agent: 9 (with the workspace's state poll, and the softphone's call events
+    # at /api/v1/calls/); inventory: 8; health: 4; hub: 9.
+    assert routes == 8 + 9 + 8 + 4 + 9, "a new API route needs its rows in api_rows()"
 
 
 def test_api_endpoints_answer_each_role_as_the_table_says(world):

@@ -14,3 +14,8 @@ urlpatterns = [
     path("next-case/", views.NextCaseView.as_view(), name="agent-next-case"),
     path("state/", views.AgentStateView.as_view(), name="agent-state"),
 ]
+
+# The softphone's webhook, mounted at /api/v1/calls/ (config/urls.py): it is no agent's own API.
+calls_urlpatterns = [
+    path("", views.CallEventView.as_view(), name="calls"),
+]

@@ -1,7 +1,15 @@
 """Write use cases of assignment, one module per use case; every name callers use is here."""
 
 from apps.assignment.realtime import agent_state_publish as agent_states_publish
-
+from apps.assignment.services.calls import (
+    CALL_EVENTS,
+    MAX_CALL_DURATION_SECONDS,
+    SOFTPHONE_USERNAME,
+    CallAnswer,
+    call_event_record,
+    phone_number_normalise,
+    softphone_user,
+)
 from apps.assignment.services.counters import (
     COUNTERS_CONSUMER,
     counters_feed_consume,
@@ -21,9 +29,13 @@ from apps.assignment.services.presence import agent_heartbeat, agent_presence_se
 from apps.assignment.services.pull import PULL_STRATEGY, case_next_for_agent
 
 __all__ = [
+    "CALL_EVENTS",
     "COUNTERS_CONSUMER",
+    "MAX_CALL_DURATION_SECONDS",
     "PULL_STRATEGY",
+    "SOFTPHONE_USERNAME",
     "BatchResult",
+    "CallAnswer",
     "agent_for_user",
     "agent_heartbeat",
     "agent_states_publish",
@@ -31,6 +43,7 @@ __all__ = [
     "agents_presence_expire",
     "assignment_batch_request",
     "assignment_batch_run",
+    "call_event_record",
     "case_next_for_agent",
     "counters_feed_consume",
     "counters_fold",
@@ -39,4 +52,6 @@ __all__ = [
     "offer_decline",
     "offers_expire",
     "offers_record",
+    "phone_number_normalise",
+    "softphone_user",
 ]

@@ -173,8 +173,11 @@
         apply(message.state, firstMessage);
         firstMessage = false;
       } else if (message.type === "screen_pop") {
-        openCase(message.case.id);
-        say("Call: " + (message.case.subject || message.case.id));
+        // An answered phone call: its case replaces whatever the pane showed.
+        const pop = message.case;
+        openCase(pop.id);
+        root.dataset.screenPop = pop.call_id || pop.id;
+        say("Call from " + (pop.caller || "a withheld number") + ": " + (pop.subject || pop.id));
       }
     });
     socket.addEventListener("close", (event) => {
