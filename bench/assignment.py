@@ -173,8 +173,8 @@ def run(cases_n: int, agents_n: int, queues_n: int, processes: int, batch: int) 
                        " ON c.assigned_agent_id = a.id GROUP BY a.id, a.capacity"
                        " HAVING SUM(c.assigned_weight) > a.capacity) o")
         violations = cursor.fetchone()[0]
-        cursor.execute("SELECT COUNT(*) FROM (SELECT case_id FROM cases_caseevent WHERE kind IN ('assigned', 'offered')"
-                       " GROUP BY case_id HAVING COUNT(*) > 1) d")
+        cursor.execute("SELECT COUNT(*) FROM (SELECT case_id FROM cases_caseevent"
+                       " WHERE kind IN ('assigned', 'offered') GROUP BY case_id HAVING COUNT(*) > 1) d")
         doubles = cursor.fetchone()[0]
         cursor.execute("SELECT COUNT(*) FROM cases_case WHERE assigned_agent_id IS NOT NULL")
         in_db = cursor.fetchone()[0]
