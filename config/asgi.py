@@ -5,6 +5,8 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# Settings give an ASGI process a connection pool (see DB_POOL_MAX_SIZE there).
+os.environ.setdefault("CASEHUB_ASGI", "1")
 django_asgi_app = get_asgi_application()  # must run before importing consumers
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

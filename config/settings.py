@@ -71,6 +71,9 @@ MIDDLEWARE = [
     # anything reads them (JSON 413/400 under /api/).
     "apps.core.middleware.EdgeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before sessions and authentication: a sandbox request (baggage `tenant=sandbox`) runs in the
+    # sandbox schema, whose sessions, tokens and users are its own (apps/core/tenancy.py).
+    "apps.core.middleware.TenantMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -106,7 +109,18 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+# An ASGI process runs each request's ORM work in a thread of its own, so a persistent
+# connection (CONN_MAX_AGE) is never reused there: every request would open a PostgreSQL session
+# and leave it behind until the server hits max_connections. ASGI processes share a pool
+# instead (Django's psycopg pool); workers and management commands keep persistent connections.
+DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=10 if os.environ.get("CASEHUB_ASGI") else 0)
+if DB_POOL_MAX_SIZE:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DB_POOL_MIN_SIZE", default=2), "max_size": DB_POOL_MAX_SIZE,
+        "timeout": env.int("DB_POOL_TIMEOUT", default=10)}
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # An unreachable database fails a request (or a /metrics scrape) in seconds instead of hanging.
@@ -133,6 +147,7 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": redis_url(1),
         "KEY_PREFIX": "casehub",
+        "KEY_FUNCTION": "apps.core.tenancy.cache_key",  # sandbox entries apart from production's
     }
 }
 CHANNEL_LAYERS = {
@@ -385,6 +400,11 @@ CASEHUB_INBOUND_QUEUE = env("CASEHUB_INBOUND_QUEUE", default="email")
 # Attachments of mail and of Support Hub messages, per file and per message.
 CASEHUB_ATTACHMENT_MAX_BYTES = env.int("CASEHUB_ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
 CASEHUB_ATTACHMENT_MAX_COUNT = env.int("CASEHUB_ATTACHMENT_MAX_COUNT", default=5)
+
+# Sandbox tenant: requests with the W3C baggage header `tenant=sandbox` read and write the tables
+# of the `sandbox` schema, which `migrate` creates and keeps migrated (apps/core/tenancy.py).
+# Off: no sandbox schema is migrated and such requests get a 400.
+SANDBOX_ENABLED = env.bool("CASEHUB_SANDBOX_ENABLED", default=True)
 
 # Support Hub (merchants) ------------------------------------------------------------------
 # API tokens (django-rest-knox): only a hash is stored; each expires after the TTL and is revoked by

@@ -17,6 +17,8 @@ from functools import cache
 import redis
 from django.conf import settings
 
+from apps.core.tenancy import tenant_key
+
 LOAD = "assign:load"  # agent id -> units in use
 IDLE = "assign:idle"  # agent id -> epoch seconds of their last assignment (round robin)
 READY = "assign:ready"  # present once LOAD was rebuilt from PostgreSQL
@@ -115,13 +117,18 @@ def _scripts():
              ("rebuild", _REBUILD))}
 
 
+def _keys(*names: str) -> list[str]:
+    # The sandbox tenant's agents are numbered apart from production's: its counters are too.
+    return [tenant_key(name) for name in names]
+
+
 def _flat(pairs: Iterable[tuple]) -> list:
     return [value for pair in pairs for value in pair]
 
 
 def counters_read(agent_ids: Sequence[int]) -> tuple[bool, dict[int, int], dict[int, float]]:
     """(ready, load by agent, last assignment time by agent) in one round trip."""
-    doc = json.loads(_scripts()["read"](keys=KEYS, args=[",".join(map(str, agent_ids))]))
+    doc = json.loads(_scripts()["read"](keys=_keys(*KEYS), args=[",".join(map(str, agent_ids))]))
     ready, loads, idle = doc[0], doc[1] or [], doc[2] or []  # cjson writes an empty list as {}
     return (bool(ready), {a: int(v) for a, v in zip(agent_ids, loads, strict=True) if v},
             {a: float(v) for a, v in zip(agent_ids, idle, strict=True) if v})
@@ -132,7 +139,7 @@ def counters_reserve(items: Sequence[tuple[int, int, int]]) -> list[bool] | None
     if not items:
         return []
     packed = ",".join(f"{agent}:{units}:{capacity}" for agent, units, capacity in items)
-    flags = _scripts()["reserve"](keys=KEYS, args=[time.time(), packed])
+    flags = _scripts()["reserve"](keys=_keys(*KEYS), args=[time.time(), packed])
     if flags and flags[0] == -1:
         return None
     return [flag == 1 for flag in flags]
@@ -141,38 +148,38 @@ def counters_reserve(items: Sequence[tuple[int, int, int]]) -> list[bool] | None
 def counters_release(items: Iterable[tuple[int, int]]) -> None:
     args = _flat(items)
     if args:
-        _scripts()["release"](keys=[LOAD], args=args)
+        _scripts()["release"](keys=_keys(LOAD), args=args)
 
 
 def counters_set(loads: Mapping[int, int]) -> bool:
     """Set absolute loads (never an increment); False when the counters await a rebuild."""
     if not loads:
         return True
-    return bool(_scripts()["set"](keys=[LOAD, READY], args=_flat(loads.items())))
+    return bool(_scripts()["set"](keys=_keys(LOAD, READY), args=_flat(loads.items())))
 
 
 def counters_rebuild(loads: Mapping[int, int]) -> tuple[int, int]:
     """Replace every load at once and mark the counters ready; returns the drift it corrected
     (agents whose load was wrong, units wrong in all), (0, 0) after a flush."""
-    agents, units = _scripts()["rebuild"](keys=[LOAD, READY, DRIFT], args=_flat(loads.items()))
+    agents, units = _scripts()["rebuild"](keys=_keys(LOAD, READY, DRIFT), args=_flat(loads.items()))
     return int(agents), int(units)
 
 
 def reconcile_totals() -> dict[str, int]:
     """Running totals of the reconcile job since Redis last lost its data: runs, agents and
     units of drift found, and rebuilds of counters found missing."""
-    totals = {k.decode(): int(v) for k, v in _client().hgetall(DRIFT).items()}
+    totals = {k.decode(): int(v) for k, v in _client().hgetall(tenant_key(DRIFT)).items()}
     return {name: totals.get(name, 0) for name in ("runs", "agents", "units", "rebuilt_from_empty")}
 
 
 def counters_loads() -> dict[int, int]:
     """Every stored load (tests and the reconcile report)."""
-    return {int(k): int(v) for k, v in _client().hgetall(LOAD).items()}
+    return {int(k): int(v) for k, v in _client().hgetall(tenant_key(LOAD)).items()}
 
 
 def flag_clear(key: str) -> None:
     try:
-        _client().delete(key)
+        _client().delete(tenant_key(key))
     except redis.RedisError:
         pass
 
@@ -181,6 +188,6 @@ def flag_set_once(key: str, ttl_ms: int) -> bool:
     """True when this call raised the flag (it was down); False while it is up, or when Redis
     cannot be reached (callers treat the flag as an optimisation, never as a lock)."""
     try:
-        return bool(_client().set(key, "1", nx=True, px=ttl_ms))
+        return bool(_client().set(tenant_key(key), "1", nx=True, px=ttl_ms))
     except redis.RedisError:
         return False

@@ -23,6 +23,7 @@ from django.db.models import Exists, OuterRef
 
 from apps.assignment.models import Agent, Offer, OfferState
 from apps.cases.models import OPEN_STATUSES, Case
+from apps.core.tenancy import tenant_key
 
 STATE = "ws:state:{}"  # agent id -> hash of the state document (`body`) and its `version`
 TOKEN = "ws:token:{}"  # poll token -> "user id:agent id"
@@ -30,7 +31,8 @@ RATE = "ws:rate:{}:{}"  # agent id, epoch second -> polls in that second (all ta
 
 
 def agent_group(agent_id: int) -> str:
-    return f"agent.{agent_id}"
+    # Sandbox agents are numbered apart from production's: their groups (and keys) are apart too.
+    return tenant_key(f"agent.{agent_id}", sep=".")
 
 
 @cache
@@ -53,16 +55,16 @@ return {1, version}
 # The poll, in one round trip: the token names the agent (else {-1}); the agent's polls in this
 # second are counted (over the limit: {-2}); an unchanged version answers {0}; else
 # {1, agent, version, body}, or {2} when the document is missing (a flushed Redis: the caller rebuilds it).
-# KEYS: token key. ARGV: epoch second, limit, If-None-Match version.
+# KEYS: token key. ARGV: epoch second, limit, If-None-Match version, the tenant's key prefix.
 _POLL = """
 local who = redis.call('GET', KEYS[1])
 if not who then return {-1} end
 local agent = string.match(who, ':(%d+)$')
-local rate = 'ws:rate:' .. agent .. ':' .. ARGV[1]
+local rate = ARGV[4] .. 'ws:rate:' .. agent .. ':' .. ARGV[1]
 local n = redis.call('INCR', rate)
 if n == 1 then redis.call('EXPIRE', rate, 2) end
 if n > tonumber(ARGV[2]) then return {-2, agent} end
-local state = redis.call('HMGET', 'ws:state:' .. agent, 'version', 'body')
+local state = redis.call('HMGET', ARGV[4] .. 'ws:state:' .. agent, 'version', 'body')
 if not state[2] then return {2, agent} end
 if state[1] == ARGV[3] then return {0, agent} end
 return {1, agent, state[1], state[2]}
@@ -101,8 +103,8 @@ def _documents(agent_ids: set[int]) -> dict[int, dict[str, Any]]:
     return docs
 
 
-async def _group_send_all(layer, pushes: list[tuple[int, dict]]) -> None:
-    await asyncio.gather(*(layer.group_send(agent_group(agent_id), message) for agent_id, message in pushes),
+async def _group_send_all(layer, pushes: list[tuple[str, dict]]) -> None:
+    await asyncio.gather(*(layer.group_send(group, message) for group, message in pushes),
                          return_exceptions=True)
 
 
@@ -113,6 +115,9 @@ def _send_all(pushes: list[tuple[int, dict]]) -> None:
     if layer is None or not pushes:
         return
     send = async_to_sync(_group_send_all)
+    # Group names are the current tenant's: named here, since the helper thread below starts
+    # without this context.
+    pushes = [(agent_group(agent_id), message) for agent_id, message in pushes]
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -144,7 +149,8 @@ def agent_state_publish(agent_ids: Iterable[int]) -> dict[int, dict]:
         # Every agent's store script in one round trip.
         pipe = _client().pipeline(transaction=False)
         for agent_id, doc in docs.items():
-            store(keys=[STATE.format(agent_id)], args=[json.dumps(doc, sort_keys=True)], client=pipe)
+            store(keys=[tenant_key(STATE.format(agent_id))], args=[json.dumps(doc, sort_keys=True)],
+                  client=pipe)
         replies = pipe.execute(raise_on_error=False)
     except (redis.RedisError, OSError):
         return {}
@@ -173,7 +179,7 @@ def agent_state_publish_on_commit(agent_ids: Iterable[int]) -> None:
 
 def agent_state(agent_id: int) -> dict:
     """The agent's current state: from Redis, rebuilt from PostgreSQL when missing."""
-    version, body = _client().hmget(STATE.format(agent_id), "version", "body")
+    version, body = _client().hmget(tenant_key(STATE.format(agent_id)), "version", "body")
     if body is not None:
         return {**json.loads(body), "version": int(version)}
     return agent_state_publish([agent_id]).get(agent_id, {})
@@ -190,12 +196,13 @@ def agent_screen_pop(agent_id: int, case: dict) -> None:
 def poll_token_mint(*, user_id: int, agent_id: int) -> str:
     """A token for one workspace tab's polls: the poll never reads the session (PostgreSQL)."""
     token = secrets.token_urlsafe(24)
-    _client().set(TOKEN.format(token), f"{user_id}:{agent_id}", ex=settings.WORKSPACE_POLL_TOKEN_TTL_SECONDS)
+    _client().set(tenant_key(TOKEN.format(token)), f"{user_id}:{agent_id}",
+                  ex=settings.WORKSPACE_POLL_TOKEN_TTL_SECONDS)
     return token
 
 
 def poll_token_revoke(token: str) -> None:
-    _client().delete(TOKEN.format(token))
+    _client().delete(tenant_key(TOKEN.format(token)))
 
 
 def state_poll(*, token: str, known_version: str) -> tuple[str, int | None, dict | None]:
@@ -203,8 +210,9 @@ def state_poll(*, token: str, known_version: str) -> tuple[str, int | None, dict
     if not token or len(token) > 100:
         return "unauthorized", None, None
     version = known_version if known_version.isdigit() else ""
-    reply = _scripts()["poll"](keys=[TOKEN.format(token)],
-                               args=[int(time.time()), settings.WORKSPACE_POLL_RATE_PER_SECOND, version])
+    reply = _scripts()["poll"](keys=[tenant_key(TOKEN.format(token))],
+                               args=[int(time.time()), settings.WORKSPACE_POLL_RATE_PER_SECOND, version,
+                                     tenant_key("")])
     code = int(reply[0])
     agent_id = int(reply[1]) if len(reply) > 1 else None
     if code == -1:

@@ -8,9 +8,11 @@ class CoreConfig(AppConfig):
     verbose_name = "Platform"
 
     def ready(self) -> None:
-        from apps.core import demo
+        from apps.core import demo, tenancy
 
         demo.register_seeder(self.label, demo.seed)
+        # The sandbox tenant: schema kept migrated by `migrate`, tenant carried by Celery messages.
+        tenancy.install()
         # Permissions only exist once every app has migrated, so the role groups (created by
         # a migration) receive their permissions after each `migrate`.
         post_migrate.connect(_sync_roles, dispatch_uid="casehub_roles_sync")

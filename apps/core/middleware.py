@@ -5,12 +5,13 @@ a short text page elsewhere) before or instead of reaching a view that would ans
 from __future__ import annotations
 
 import logging
+from functools import cache
 from urllib.parse import unquote_to_bytes
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, resolve, reverse
 
 from apps.core.errors import (
     ApplicationError,
@@ -21,6 +22,7 @@ from apps.core.errors import (
     unchecked_input_error,
 )
 from apps.core.input import shown, storable_text_error
+from apps.core.tenancy import PRODUCTION, tenant_activate, tenant_from_baggage
 
 logger = logging.getLogger(__name__)
 
@@ -188,3 +190,61 @@ class EdgeMiddleware:
                     match.view_name if match else request.path_info, type(exception).__name__, exception,
                 )
         return error_response(request, error) if error is not None else None
+
+
+@cache
+def _admin_prefix() -> str:
+    return reverse("admin:index")
+
+
+class TenantMiddleware:
+    """Runs a request whose W3C baggage names the sandbox (`tenant=sandbox`) as the sandbox: in one
+    transaction whose search_path puts the sandbox schema first (apps.core.tenancy). Requests
+    without a tenant in their baggage pass through untouched, with no query. A malformed header
+    or unknown tenant is a 400. The admin serves production only: a sandbox request for it is a
+    400 too, rather than production answering a client that believes it is in the sandbox."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.async_mode:
+            return self.__acall__(request)
+        refusal = self.refusal(request)
+        if refusal is not None:
+            return refusal
+        if request.tenant == PRODUCTION:
+            return self.get_response(request)
+        with tenant_activate(request.tenant):
+            return self.get_response(request)
+
+    async def __acall__(self, request):
+        refusal = self.refusal(request)
+        if refusal is not None:
+            return refusal
+        if request.tenant == PRODUCTION:
+            return await self.get_response(request)
+        # One thread, so one connection, holds the transaction for the whole request.
+        return await sync_to_async(self._in_tenant, thread_sensitive=True)(request)
+
+    def _in_tenant(self, request):
+        with tenant_activate(request.tenant):
+            return async_to_sync(self.get_response)(request)
+
+    def refusal(self, request: HttpRequest) -> HttpResponse | None:
+        try:
+            request.tenant = tenant_from_baggage(request.META.get("HTTP_BAGGAGE"))
+        except ApplicationError as error:
+            return error_response(request, error)
+        if request.tenant != PRODUCTION and request.path_info.startswith(_admin_prefix()):
+            return error_response(request, InvalidInput(
+                "The admin serves production only.",
+                errors={"baggage": [f"Remove tenant={request.tenant} to use the admin."]},
+                code="production_only"))
+        return None

@@ -11,6 +11,8 @@ import uuid
 import redis
 from django.conf import settings
 
+from apps.core.tenancy import tenant_key
+
 PREFIX = "casehub:health:lease:"
 _CONFIRM = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -36,7 +38,8 @@ def client() -> redis.Redis:
 
 def key(check_id: int) -> str:
     # Namespaced by database: two stacks (dev, tests, a benchmark) sharing one Redis never collide.
-    return f"{PREFIX}{settings.DATABASES['default']['NAME']}:{check_id}"
+    # The sandbox tenant numbers its checks apart from production: its leases are apart too.
+    return tenant_key(f"{PREFIX}{settings.DATABASES['default']['NAME']}:{check_id}")
 
 
 def leases_acquire(ttl_ms: dict[int, int]) -> dict[int, str]:

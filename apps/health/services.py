@@ -5,6 +5,7 @@ timeouts, results written in bulk).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
@@ -276,7 +277,8 @@ def _execute(checks: list[HealthCheck],
         return {}, {}
     pool = ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="health-check")
     started = time.monotonic()
-    futures = {c.id: pool.submit(_run_one, c, tokens[c.id]) for c in checks}
+    # Each check runs in a copy of this context: a sandbox run's checks stay in the sandbox.
+    futures = {c.id: pool.submit(contextvars.copy_context().run, _run_one, c, tokens[c.id]) for c in checks}
     results: dict[int, CheckExecution] = {}
     try:
         for check in sorted(checks, key=lambda c: c.timeout_s):

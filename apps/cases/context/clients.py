@@ -13,6 +13,8 @@ import httpx
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from apps.core.tenancy import outbound_drop_baggage
+
 
 class ContextUnavailable(Exception):
     """The outside system could not give the record: down, slow, refused, or answered nonsense."""
@@ -44,7 +46,9 @@ class HttpContextClient:
     costs a page under CASEHUB_CONTEXT_*_TIMEOUT_S, and the cached copy is shown instead."""
 
     def __init__(self) -> None:
-        self._http = httpx.Client(follow_redirects=False, headers={"Accept": "application/json"})
+        # Other services never see the tenant (or any baggage) our caller sent us.
+        self._http = httpx.Client(follow_redirects=False, headers={"Accept": "application/json"},
+                                  event_hooks={"request": [outbound_drop_baggage]})
 
     def _base(self, type: str) -> str:
         base = settings.CASEHUB_CONTEXT_TYPE_URLS.get(type) or (

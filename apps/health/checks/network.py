@@ -11,6 +11,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from apps.core.tenancy import outbound_drop_baggage
 from apps.health.checks.base import Check, CheckOutcome, register
 
 HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -27,6 +28,8 @@ def http_client() -> httpx.Client:
                 limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
                 follow_redirects=False,
                 headers={"User-Agent": "casehub-health/1"},
+                # Other services never see a tenant: baggage is dropped, even one a check sets.
+                event_hooks={"request": [outbound_drop_baggage]},
             )
         return _client
 

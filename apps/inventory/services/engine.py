@@ -14,6 +14,7 @@ commit takes; a run whose heartbeat goes quiet is orphaned (conf.stale_after_s) 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import threading
@@ -241,7 +242,9 @@ class Heartbeat:
         self.params = {"run": run_id, "token": token}
         self.interval = interval
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, name=f"inventory-heartbeat-{run_id}", daemon=True)
+        # In a copy of this context: a sandbox run's heartbeat connection joins the sandbox.
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._beat,),
+                                       name=f"inventory-heartbeat-{run_id}", daemon=True)
 
     def __enter__(self) -> Heartbeat:
         self.thread.start()
