@@ -153,7 +153,13 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [redis_url(2)]},
+        "CONFIG": {
+            # A batch pushes to hundreds of agents' groups at once: a bounded pool with no socket
+            # timeout waits for a free connection instead of failing the send, and a tab's channel
+            # may hold a burst of pushes while its socket catches up.
+            "hosts": [{"address": redis_url(2), "socket_timeout": None, "max_connections": 1000}],
+            "capacity": 2000,
+        },
     }
 }
 REDIS_COUNTERS_URL = redis_url(3)  # assignment counters, leases: rebuildable state

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
 import redis
+import redis.asyncio
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -28,6 +31,12 @@ from apps.core.tenancy import tenant_key
 STATE = "ws:state:{}"  # agent id -> hash of the state document (`body`) and its `version`
 TOKEN = "ws:token:{}"  # poll token -> "user id:agent id"
 RATE = "ws:rate:{}:{}"  # agent id, epoch second -> polls in that second (all tabs together)
+PUSH_CONCURRENCY = 8
+# A polling tab opens a screen pop this recent (the call was answered moments ago); an older one
+# would open a stale case in a tab opened later.
+SCREEN_POP_FRESH_SECONDS = 60
+
+logger = logging.getLogger(__name__)
 
 
 def agent_group(agent_id: int) -> str:
@@ -64,17 +73,26 @@ local rate = ARGV[4] .. 'ws:rate:' .. agent .. ':' .. ARGV[1]
 local n = redis.call('INCR', rate)
 if n == 1 then redis.call('EXPIRE', rate, 2) end
 if n > tonumber(ARGV[2]) then return {-2, agent} end
-local state = redis.call('HMGET', ARGV[4] .. 'ws:state:' .. agent, 'version', 'body')
+local state = redis.call('HMGET', ARGV[4] .. 'ws:state:' .. agent, 'version', 'body', 'pop')
 if not state[2] then return {2, agent} end
 if state[1] == ARGV[3] then return {0, agent} end
-return {1, agent, state[1], state[2]}
+return {1, agent, state[1], state[2], state[3]}
+"""
+
+# A screen pop for tabs that poll: kept beside the body (so a republish neither drops nor repeats
+# it) under a new version, which their next poll fetches. {0} when there is no state yet.
+_POP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'pop', ARGV[1])
+return redis.call('HINCRBY', KEYS[1], 'version', 1)
 """
 
 
 @cache
 def _scripts():
     client = _client()
-    return {"store": client.register_script(_STORE), "poll": client.register_script(_POLL)}
+    return {"store": client.register_script(_STORE), "poll": client.register_script(_POLL),
+            "pop": client.register_script(_POP)}
 
 
 def _documents(agent_ids: set[int]) -> dict[int, dict[str, Any]]:
@@ -104,8 +122,20 @@ def _documents(agent_ids: set[int]) -> dict[int, dict[str, Any]]:
 
 
 async def _group_send_all(layer, pushes: list[tuple[str, dict]]) -> None:
-    await asyncio.gather(*(layer.group_send(group, message) for group, message in pushes),
-                         return_exceptions=True)
+    # A few sends in flight at once: hundreds at a time overflow the channel layer's connection
+    # pool and time out, and the pushes are lost (their tabs wait for the next poll).
+    limit = asyncio.Semaphore(PUSH_CONCURRENCY)
+
+    async def send(group: str, message: dict) -> None:
+        async with limit:
+            await layer.group_send(group, message)
+
+    results = await asyncio.gather(*(send(group, message) for group, message in pushes),
+                                   return_exceptions=True)
+    failed = [result for result in results if isinstance(result, BaseException)]
+    if failed:
+        logger.warning("workspace push: %d of %d sends failed, first: %r",
+                       len(failed), len(results), failed[0])
 
 
 def _send_all(pushes: list[tuple[int, dict]]) -> None:
@@ -186,8 +216,14 @@ def agent_state(agent_id: int) -> dict:
 
 
 def agent_screen_pop(agent_id: int, case: dict) -> None:
-    """Open a case in every tab of the agent at once (an answered phone call)."""
+    """Open a case in every tab of the agent at once (an answered phone call): pushed to open
+    sockets, and left in the state for tabs that poll (for SCREEN_POP_FRESH_SECONDS)."""
+    pop = json.dumps({**case, "at": time.time()})
     try:
+        key = tenant_key(STATE.format(agent_id))
+        if not _scripts()["pop"](keys=[key], args=[pop]):
+            agent_state_publish([agent_id])
+            _scripts()["pop"](keys=[key], args=[pop])
         _send(agent_id, {"type": "screen.pop", "case": case})
     except (redis.RedisError, OSError):
         pass
@@ -205,14 +241,16 @@ def poll_token_revoke(token: str) -> None:
     _client().delete(tenant_key(TOKEN.format(token)))
 
 
-def state_poll(*, token: str, known_version: str) -> tuple[str, int | None, dict | None]:
-    """One poll: ("unauthorized" | "limited" | "not_modified" | "state", agent id, state)."""
+def _poll_call(token: str, known_version: str) -> tuple[list, list] | None:
+    """The poll script's keys and arguments; None for a token that cannot be one."""
     if not token or len(token) > 100:
-        return "unauthorized", None, None
+        return None
     version = known_version if known_version.isdigit() else ""
-    reply = _scripts()["poll"](keys=[tenant_key(TOKEN.format(token))],
-                               args=[int(time.time()), settings.WORKSPACE_POLL_RATE_PER_SECOND, version,
-                                     tenant_key("")])
+    return ([tenant_key(TOKEN.format(token))],
+            [int(time.time()), settings.WORKSPACE_POLL_RATE_PER_SECOND, version, tenant_key("")])
+
+
+def _poll_outcome(reply: list) -> tuple[str, int | None, dict | None]:
     code = int(reply[0])
     agent_id = int(reply[1]) if len(reply) > 1 else None
     if code == -1:
@@ -222,5 +260,39 @@ def state_poll(*, token: str, known_version: str) -> tuple[str, int | None, dict
     if code == 0:
         return "not_modified", agent_id, None
     if code == 2:
+        return "missing", agent_id, None
+    state = {**json.loads(reply[3]), "version": int(reply[2])}
+    pop = json.loads(reply[4]) if len(reply) > 4 and reply[4] else None
+    if pop is not None and pop.get("at", 0) >= time.time() - SCREEN_POP_FRESH_SECONDS:
+        state["screen_pop"] = pop
+    return "state", agent_id, state
+
+
+def state_poll(*, token: str, known_version: str) -> tuple[str, int | None, dict | None]:
+    """One poll: ("unauthorized" | "limited" | "not_modified" | "state", agent id, state)."""
+    call = _poll_call(token, known_version)
+    if call is None:
+        return "unauthorized", None, None
+    keys, args = call
+    outcome, agent_id, state = _poll_outcome(_scripts()["poll"](keys=keys, args=args))
+    if outcome == "missing":
         return "state", agent_id, agent_state_publish([agent_id]).get(agent_id, {})
-    return "state", agent_id, {**json.loads(reply[3]), "version": int(reply[2])}
+    return outcome, agent_id, state
+
+
+_async_scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def state_poll_async(*, token: str, known_version: str) -> tuple[str, int | None, dict | None]:
+    """state_poll for an event loop, without PostgreSQL: "missing" when the state must first be
+    rebuilt from the database (the caller hands the poll to state_poll)."""
+    call = _poll_call(token, known_version)
+    if call is None:
+        return "unauthorized", None, None
+    loop = asyncio.get_running_loop()
+    script = _async_scripts.get(loop)
+    if script is None:  # a client per event loop: its connections belong to that loop
+        client = redis.asyncio.Redis.from_url(settings.REDIS_COUNTERS_URL)
+        script = _async_scripts[loop] = client.register_script(_POLL)
+    keys, args = call
+    return _poll_outcome(await script(keys=keys, args=args))

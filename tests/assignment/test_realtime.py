@@ -136,3 +136,30 @@ def test_polls_are_rate_limited_per_agent_across_tabs(settings):
     realtime.agent_state_publish([other.pk])
     token = realtime.poll_token_mint(user_id=other.user_id, agent_id=other.pk)
     assert client.get(STATE_URL, HTTP_X_POLL_TOKEN=token).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_screen_pop_reaches_polling_tabs_while_it_is_fresh(settings):
+    settings.WORKSPACE_POLL_RATE_PER_SECOND = 100
+    agent = AgentFactory()
+    before = realtime.agent_state_publish([agent.pk])[agent.pk]["version"]
+    token = realtime.poll_token_mint(user_id=agent.user_id, agent_id=agent.pk)
+    realtime.agent_screen_pop(agent.pk, {"id": "c-1", "call_id": "call-1", "caller": "+4930"})
+    outcome, _, state = realtime.state_poll(token=token, known_version=str(before))
+    assert outcome == "state" and state["version"] == before + 1
+    assert state["screen_pop"]["call_id"] == "call-1"
+    # A republish that changed nothing keeps both the version and the pop.
+    assert realtime.agent_state_publish([agent.pk])[agent.pk]["version"] == before + 1
+    # Once stale, a tab opened later is not sent to an old call.
+    realtime._client().hset(realtime.STATE.format(agent.pk), "pop",
+                            json.dumps({"id": "c-1", "at": 0}))
+    assert "screen_pop" not in realtime.state_poll(token=token, known_version="")[2]
+
+
+@pytest.mark.django_db
+def test_a_screen_pop_before_any_state_builds_the_state_first():
+    agent = AgentFactory()
+    realtime._client().delete(realtime.STATE.format(agent.pk))
+    realtime.agent_screen_pop(agent.pk, {"id": "c-2", "call_id": "call-2"})
+    token = realtime.poll_token_mint(user_id=agent.user_id, agent_id=agent.pk)
+    assert realtime.state_poll(token=token, known_version="")[2]["screen_pop"]["id"] == "c-2"

@@ -137,11 +137,12 @@ def test_with_the_socket_off_the_polling_fallback_shows_the_offer(servers, agent
     page.context.close()
 
 
-def test_an_answered_call_opens_its_case_in_the_agents_tab(servers, agent, browser):
+@pytest.mark.parametrize(("query", "transport"), [("", "live"), ("?transport=poll", "polling")])
+def test_an_answered_call_opens_its_case_in_the_agents_tab(servers, agent, browser, query, transport):
     agent_row, _queue = agent
     QueueFactory(slug=settings.CASEHUB_PHONE_QUEUE)
-    page = _open_workspace(browser, servers[0])
-    page.wait_for_selector("#workspace[data-transport=live]")
+    page = _open_workspace(browser, servers[0], query)
+    page.wait_for_selector(f"#workspace[data-transport={transport}]")
     # The softphone reaches the other process: the pop crosses processes as offers do.
     request = urllib.request.Request(
         f"{servers[1]}/api/v1/calls/", method="POST",

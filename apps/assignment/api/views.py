@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.assignment import realtime, services
+from apps.assignment.api.fastpoll import CACHE_HEADERS, POLL_TOKEN_HEADER, REFUSALS, version_of
 from apps.assignment.api.serializers import (
     AgentMeSerializer,
     OfferSerializer,
@@ -136,13 +137,6 @@ class NextCaseView(APIView):
         return Response(PulledCaseSerializer(case).data)
 
 
-POLL_TOKEN_HEADER = "X-Poll-Token"
-
-
-def _version_of(etag: str) -> str:
-    return etag.strip().removeprefix("W/").strip('"')
-
-
 class AgentStateView(APIView):
     # The poll runs every couple of seconds per tab while its websocket is down: the per-tab
     # token (minted with the workspace page) stands for the session, which lives in PostgreSQL,
@@ -163,24 +157,21 @@ class AgentStateView(APIView):
                    503: OpenApiResponse(ErrorSerializer, description="The state store is unreachable.")},
     )
     def get(self, request):
-        known = _version_of(request.headers.get("If-None-Match", ""))
+        # Under ASGI, fastpoll.PollFastPath answers most polls before they reach here.
+        known = version_of(request.headers.get("If-None-Match", ""))
         try:
             outcome, _agent_id, state = realtime.state_poll(token=request.headers.get(POLL_TOKEN_HEADER, ""),
                                                             known_version=known)
         except redis.RedisError:
             return Response({"detail": "The workspace state is unavailable; try again shortly."},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "2"})
-        if outcome == "unauthorized":
-            return Response({"detail": "Missing or expired poll token; reload the workspace."},
-                            status=status.HTTP_401_UNAUTHORIZED, headers={"WWW-Authenticate": "PollToken"})
-        if outcome == "limited":
-            return Response({"detail": "Too many polls; slow down."},
-                            status=status.HTTP_429_TOO_MANY_REQUESTS,
-                            headers={"Retry-After": "1"})
-        headers = {"Cache-Control": "private, no-cache"}
+        if outcome in REFUSALS:
+            code, detail, headers = REFUSALS[outcome]
+            return Response({"detail": detail}, status=code, headers=headers)
         if outcome == "not_modified":
-            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={**headers, "ETag": f'"{known}"'})
-        return Response(state, headers={**headers, "ETag": f'"{state.get("version", 0)}"'})
+            return Response(status=status.HTTP_304_NOT_MODIFIED,
+                            headers={**CACHE_HEADERS, "ETag": f'"{known}"'})
+        return Response(state, headers={**CACHE_HEADERS, "ETag": f'"{state.get("version", 0)}"'})
 
 
 SOFTPHONE_REALM = "softphone"

@@ -90,6 +90,17 @@
     document.getElementById("presence-state").textContent = state.agent.presence;
     renderOffers(state.offers || []);
     renderCases(state.cases || []);
+    // A polling tab learns of an answered call from the state; a live one by its own message.
+    if (state.screen_pop) screenPop(state.screen_pop);
+  }
+
+  function screenPop(pop) {
+    // An answered phone call: its case replaces whatever the pane showed, once per call.
+    const key = String(pop.call_id || pop.id);
+    if (root.dataset.screenPop === key) return;
+    openCase(pop.id);
+    root.dataset.screenPop = key;
+    say("Call from " + (pop.caller || "a withheld number") + ": " + (pop.subject || pop.id));
   }
 
   async function call(url, body) {
@@ -173,11 +184,7 @@
         apply(message.state, firstMessage);
         firstMessage = false;
       } else if (message.type === "screen_pop") {
-        // An answered phone call: its case replaces whatever the pane showed.
-        const pop = message.case;
-        openCase(pop.id);
-        root.dataset.screenPop = pop.call_id || pop.id;
-        say("Call from " + (pop.caller || "a withheld number") + ": " + (pop.subject || pop.id));
+        screenPop(message.case);
       }
     });
     socket.addEventListener("close", (event) => {
