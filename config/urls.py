@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.assignment.api.urls import calls_urlpatterns
+from apps.assignment.invitations import AgentInvitationView
 from apps.assignment.workspace import workspace_view
 from apps.core import views as core_views
 
@@ -17,6 +18,7 @@ urlpatterns = [
     # The agent workspace: an admin page (its look and login) outside any one model's admin.
     path("admin/assignment/workspace/", admin.site.admin_view(workspace_view), name="assignment_workspace"),
     path("admin/", admin.site.urls),
+    path("invite/<uidb64>/<token>/", AgentInvitationView.as_view(), name="agent_invitation"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("apps.cases.api.urls")),

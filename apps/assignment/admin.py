@@ -1,8 +1,10 @@
 """Agents in the admin: ops edit every agent and their queue priorities; an agent edits only their
 own presence. The assignment board (backlog, oldest wait, agents' presence and load, recent
 decisions; refreshes itself) hangs off the agents' pages, for ops. Offers are listed for all
-staff; an agent answers their own pending offers there and asks for their next case."""
+staff; an agent answers their own pending offers there and asks for their next case. Ops add
+agents from the agents' page: one by one (invite) or from a CSV file (import)."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
@@ -12,8 +14,11 @@ from django.utils import timezone
 
 from apps.assignment import services
 from apps.assignment.board import assignment_board
-from apps.assignment.models import Agent, AgentQueue, Offer, OfferState
+from apps.assignment.models import Agent, AgentPresenceChange, AgentQueue, Offer, OfferState
+from apps.assignment.services import onboarding
+from apps.core.admin_site import ReadOnlyAdmin
 from apps.core.errors import ApplicationError
+from apps.core.roles import OPS
 
 BOARD_REFRESH_S = 5
 
@@ -25,7 +30,7 @@ class AgentAdmin(admin.ModelAdmin):
     list_select_related = ["user"]
     search_fields = ["display_name", "user__username", "skills"]
     raw_id_fields = ["user"]
-    change_list_template = "admin/assignment/agent/change_list.html"
+    change_list_template = "admin/assignment/agent/change_list_onboarding.html"
 
     @staticmethod
     def _changes_all(request) -> bool:
@@ -60,6 +65,8 @@ class AgentAdmin(admin.ModelAdmin):
     def get_urls(self):
         return [
             path("board/", self.admin_site.admin_view(self.board_view), name="assignment_board"),
+            path("import/", self.admin_site.admin_view(self.import_view), name="assignment_agent_import"),
+            path("invite/", self.admin_site.admin_view(self.invite_view), name="assignment_agent_invite"),
             *super().get_urls(),
         ]
 
@@ -77,6 +84,75 @@ class AgentAdmin(admin.ModelAdmin):
         template = ("admin/assignment/_board_body.html" if request.GET.get("partial")
                     else "admin/assignment/board.html")
         return TemplateResponse(request, template, context)
+
+
+    @staticmethod
+    def _may_onboard(request) -> bool:
+        user = request.user
+        return user.has_perm("assignment.add_agent") and (
+            user.is_superuser or user.groups.filter(name=OPS).exists())
+
+    def _onboarding_context(self, request, title: str) -> dict:
+        return {**self.admin_site.each_context(request), "title": title, "opts": self.model._meta,
+                "import_url": reverse("admin:assignment_agent_import"),
+                "invite_url": reverse("admin:assignment_agent_invite")}
+
+    def import_view(self, request):
+        if not self._may_onboard(request):
+            raise PermissionDenied
+        form = AgentImportForm(request.POST or None, request.FILES or None)
+        report = None
+        if request.method == "POST" and form.is_valid():
+            try:
+                report = services.agents_import_csv(
+                    file=form.cleaned_data["file"], mode=form.cleaned_data["mode"], invited_by=request.user,
+                    name=form.cleaned_data["file"].name, base_url=request.build_absolute_uri("/"))
+            except ApplicationError as exc:
+                form.add_error(None, str(exc))
+        context = {**self._onboarding_context(request, "Import agents"), "form": form, "report": report,
+                   "columns": onboarding.COLUMNS, "max_rows": onboarding.MAX_ROWS}
+        return TemplateResponse(request, "admin/assignment/agent/import.html", context)
+
+    def invite_view(self, request):
+        if not self._may_onboard(request):
+            raise PermissionDenied
+        form = AgentInviteForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                row = services.agent_invite(**form.cleaned_data, invited_by=request.user,
+                                            base_url=request.build_absolute_uri("/"))
+            except ApplicationError as exc:
+                for column, errors in exc.errors.items():
+                    for error in errors:
+                        form.add_error(column if column in form.fields else None, error)
+                if not exc.errors:
+                    form.add_error(None, str(exc))
+            else:
+                sent = " An invitation to set a password is on its way." if row.invited else ""
+                messages.success(request, f"{row.name} ({row.email}): {row.outcome}.{sent}")
+                return HttpResponseRedirect(reverse("admin:assignment_agent_invite"))
+        context = {**self._onboarding_context(request, "Add an agent"), "form": form}
+        return TemplateResponse(request, "admin/assignment/agent/invite.html", context)
+
+
+class AgentImportForm(forms.Form):
+    file = forms.FileField(label="CSV file", help_text=f"UTF-8, at most {onboarding.MAX_ROWS} agents.")
+    mode = forms.ChoiceField(
+        widget=forms.RadioSelect, initial=onboarding.ALL_OR_NOTHING,
+        choices=[(onboarding.ALL_OR_NOTHING, "All or nothing: write nothing unless every row is valid"),
+                 (onboarding.EACH_ROW, "Each row stands alone: write the valid rows, report the others")])
+
+
+class AgentInviteForm(forms.Form):
+    name = forms.CharField(max_length=onboarding.NAME_MAX)
+    email = forms.EmailField(max_length=onboarding.EMAIL_MAX)
+    queues = forms.CharField(help_text="Queue slugs with a priority (1 first), e.g. refunds:1;billing:2.")
+    skills = forms.CharField(required=False, help_text="Separated by semicolons, e.g. english;refunds.")
+    capacity = forms.IntegerField(required=False, min_value=onboarding.CAPACITY_MIN,
+                                  max_value=onboarding.CAPACITY_MAX,
+                                  help_text=f"Units at once; {onboarding.DEFAULT_CAPACITY} when empty.")
+    channel_weights = forms.CharField(required=False, help_text="Leave empty: a case weighs what its "
+                                                                 "queue's routing config says.")
 
 
 class AgentQueueInline(admin.TabularInline):
@@ -99,8 +175,21 @@ class AgentQueueAdmin(admin.ModelAdmin):
     autocomplete_fields = ["agent"]
 
 
+@admin.register(AgentPresenceChange)
+class AgentPresenceChangeAdmin(ReadOnlyAdmin):
+    """The presence history the routing what-if replays: written by the database, read here."""
+
+    list_display = ["changed_at", "agent", "presence"]
+    list_filter = ["presence"]
+    list_select_related = ["agent"]
+    search_fields = ["agent__display_name"]
+    date_hierarchy = "changed_at"
+
+
 @admin.register(Offer)
-class OfferAdmin(admin.ModelAdmin):
+class OfferAdmin(ReadOnlyAdmin):
+    """Read-only: the engine, the agents' answers and the expiry job write offers, nobody by hand."""
+
     list_display = ["id", "case", "agent", "state", "weight", "created_at", "expires_at", "responded_at"]
     list_filter = ["state", "case__queue"]
     list_select_related = ["case", "agent"]
@@ -108,16 +197,6 @@ class OfferAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     change_list_template = "admin/assignment/offer/change_list.html"
     change_form_template = "admin/assignment/offer/change_form.html"
-
-    # The engine, the agents' answers and the expiry job write offers; nobody edits them by hand.
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def get_urls(self):
         view = self.admin_site.admin_view

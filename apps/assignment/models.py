@@ -50,6 +50,30 @@ class Agent(models.Model):
         return self.display_name
 
 
+class AgentPresenceChange(models.Model):
+    """One presence change of an agent, append-only: the history the routing what-if replays
+    (apps.assignment.whatif). Rows older than 30 days are purged."""
+
+    id = models.BigAutoField(primary_key=True)
+    # Indexed by the (agent, changed_at) index below, not one index of its own.
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="presence_changes",
+                              db_index=False)
+    presence = models.CharField(max_length=16, choices=Presence.choices)
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [
+            # The what-if reads a window of changes, and the purge deletes by age.
+            models.Index(fields=["changed_at"], name="presencechange_changed_idx"),
+            # An agent's state at a time: its last change before it.
+            models.Index(fields=["agent", "changed_at"], name="presencechange_agent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} {self.presence} at {self.changed_at:%Y-%m-%d %H:%M:%S}"
+
+
 class AgentQueue(models.Model):
     """An agent works a queue at a priority: 1 first, then 2 once no first-priority agent can."""
 

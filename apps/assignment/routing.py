@@ -197,6 +197,30 @@ class Pools:
             group.add(candidate, self.now)
 
 
+def place_in_tiers(pools: Pools, pending: Iterable[tuple], tiers: Iterable[int]) -> dict[Any, Choice]:
+    """Place cases in order: every case first among the agents who work its queue at priority 1,
+    the ones still unplaced then among priority 1 and 2 agents, and so on. `pending` holds
+    (key, queue id, skills needed, weight, strategy, agents to skip) per case; each placed case
+    takes its agent's capacity at once. Returns each case's latest choice by key (a winner when
+    placed, else the choice of the last tier tried)."""
+    choices: dict[Any, Choice] = {}
+    pending = list(pending)
+    for tier in tiers:
+        still = []
+        for item in pending:
+            key, queue_id, needed, weight, strategy, skip = item
+            choice = choices[key] = pools.choose(queue_id=queue_id, needed=needed, weight=weight,
+                                                 strategy=strategy, max_priority=tier, skip=skip)
+            if choice.winner is None:
+                still.append(item)
+            else:
+                pools.take(choice.winner, weight)
+        pending = still
+        if not pending:
+            break
+    return choices
+
+
 def decision(*, choice: Choice | None, strategy: str, outcome: str, batch: str, at: datetime | str,
              note: str = "") -> dict[str, Any]:
     """The compact record stored on the case (`Case.routing_decision`); `at` may come formatted

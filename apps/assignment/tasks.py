@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from apps.assignment import services
+from apps.assignment.services import presence
 
 
 @shared_task(acks_late=True, soft_time_limit=20, time_limit=30)
@@ -39,3 +40,9 @@ def offers_expire() -> int:
 def agent_states_publish(agent_ids: list[int]) -> int:
     """After an engine batch: rebuild and push the workspace state of the agents it gave cases to."""
     return len(services.agent_states_publish(agent_ids))
+
+
+@shared_task(acks_late=True, soft_time_limit=300, time_limit=360)
+def agent_presence_changes_purge() -> int:
+    """Beat-driven (daily): presence history past its keeping time (the what-if reads 30 days at most)."""
+    return presence.agent_presence_changes_purge()

@@ -150,9 +150,9 @@ def error_response(request: HttpRequest, error: ApplicationError) -> HttpRespons
                         status=error.status_code)
 
 
-class EdgeMiddleware:
-    """Refuses what no view should see; maps Django's request limits and input that failed in the
-    database to 4xx. Place it first after SecurityMiddleware: nothing before it reads the request."""
+class HybridMiddleware:
+    """A middleware that runs in a sync or an async chain, whichever Django builds: __call__
+    returns __acall__'s coroutine in the async one."""
 
     sync_capable = True
     async_capable = True
@@ -162,6 +162,11 @@ class EdgeMiddleware:
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
+
+
+class EdgeMiddleware(HybridMiddleware):
+    """Refuses what no view should see; maps Django's request limits and input that failed in the
+    database to 4xx. Place it first after SecurityMiddleware: nothing before it reads the request."""
 
     def __call__(self, request):
         if self.async_mode:
@@ -197,21 +202,12 @@ def _admin_prefix() -> str:
     return reverse("admin:index")
 
 
-class TenantMiddleware:
+class TenantMiddleware(HybridMiddleware):
     """Runs a request whose W3C baggage names the sandbox (`tenant=sandbox`) as the sandbox: in one
     transaction whose search_path puts the sandbox schema first (apps.core.tenancy). Requests
     without a tenant in their baggage pass through untouched, with no query. A malformed header
     or unknown tenant is a 400. The admin serves production only: a sandbox request for it is a
     400 too, rather than production answering a client that believes it is in the sandbox."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
 
     def __call__(self, request):
         if self.async_mode:

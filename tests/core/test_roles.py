@@ -22,7 +22,7 @@ from django_celery_beat.models import (
 )
 from rest_framework.test import APIClient
 
-from apps.assignment.models import Agent, AgentQueue, Offer, Presence
+from apps.assignment.models import Agent, AgentPresenceChange, AgentQueue, Offer, Presence
 from apps.cases.models import CaseEvent, SignalOutcome
 from apps.cases.services.case_stats import case_stats_fold
 from apps.inventory import services as inventory_services
@@ -46,6 +46,8 @@ ADMIN_MATRIX: dict[str, dict[str, str]] = {
     # Another agent's row: an agent sees it; their own row is tested below.
     "assignment.agent": {"agent": "lv", "ops": "laed"},
     "assignment.agentqueue": {"agent": "lv", "ops": "laed"},
+    # Written by a trigger on the agent row only.
+    "assignment.agentpresencechange": {"agent": "lv", "ops": "lv"},
     # Written by the engine, the agents' answers and the expiry job only.
     "assignment.offer": {"agent": "lv", "ops": "lv"},
     "auth.group": {"ops": "lv"},
@@ -112,6 +114,8 @@ def world():
     objects = {
         "assignment.agent": someone,
         "assignment.agentqueue": AgentQueue.objects.create(agent=someone, queue=queue, priority=2),
+        "assignment.agentpresencechange": AgentPresenceChange.objects.create(
+            agent=someone, presence="away", changed_at=timezone.now()),
         "assignment.offer": Offer.objects.create(case=case, agent=someone, created_at=timezone.now(),
                                                  expires_at=timezone.now() + timedelta(minutes=1)),
         "auth.group": Group.objects.get(name="ops"),
@@ -215,6 +219,9 @@ def test_admin_ops_pages_answer_each_role(world):
         "/admin/context/contextrecord/bust/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
         # The board is for ops (a permission of its own: agents see agents, not the board).
         "/admin/assignment/agent/board/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
+        # Adding agents (a CSV, or one invitation) is for ops.
+        "/admin/assignment/agent/import/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
+        "/admin/assignment/agent/invite/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
         # The workspace is an agent's own: staff without an agent profile are refused.
         "/admin/assignment/workspace/": {"agent": 200, "ops": 403, "queue-config-editor": 403},
         "/admin/inventory/store/review-queue/": {"agent": 200, "ops": 200, "queue-config-editor": 403},
@@ -336,8 +343,8 @@ def test_the_api_table_covers_every_route():
     api = [p for p in get_resolver().url_patterns if str(p.pattern).startswith("api/v1/")]
     routes = sum(len(getattr(p, "url_patterns", [p])) for p in api)
     # cases: list/create, detail, transition, notes, legacy transfer, signals, inbound email,
-    # context events; agent: 9 (with the workspace's state poll, and the softphone's call events
-    # at /api/v1/calls/); inventory: 8; health: 4; hub: 9.
+    # context events; agent: 9 (with the workspace's state poll, and the
+    # softphone's call events at /api/v1/calls/); inventory: 8; health: 4; hub: 9.
     assert routes == 8 + 9 + 8 + 4 + 9, "a new API route needs its rows in api_rows()"
 
 

@@ -1,4 +1,4 @@
-"""Start real Celery workers for integration tests, against the test database."""
+"""Start real Celery workers and beat for integration tests, against the test database."""
 
 from __future__ import annotations
 
@@ -53,6 +53,30 @@ def celery_worker(queues: list[str] | None = None, *, concurrency: int = 2, pool
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"celery worker did not start; see {log.name}")
         yield proc, node
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+@contextlib.contextmanager
+def celery_beat(*, max_interval: int = 1, ready_timeout: float = 60.0):
+    """A real `celery beat` subprocess with the database scheduler (the schedules in
+    django-celery-beat's tables); yields the process once it runs. `max_interval`
+    bounds how long it sleeps, and so how soon it sees a schedule edited meanwhile."""
+    log_path = Path(settings.STATIC_ROOT).parent / f"beat-{uuid.uuid4().hex[:8]}.log"
+    log = open(log_path, "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "DEBUG",
+         "-S", "django_celery_beat.schedulers:DatabaseScheduler", "--max-interval", str(max_interval)],
+        cwd=BASE_DIR, env=worker_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while b"beat: Starting..." not in log_path.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"celery beat did not start; see {log_path}")
+            time.sleep(0.05)
+        yield proc
     finally:
         stop_process(proc)
         log.close()

@@ -25,6 +25,12 @@ from apps.assignment.services.offers import (
     offers_expire,
     offers_record,
 )
+from apps.assignment.services.onboarding import (
+    ImportReport,
+    agent_invite,
+    agents_import_csv,
+    invitation_link,
+)
 from apps.assignment.services.presence import agent_heartbeat, agent_presence_set, agents_presence_expire
 from apps.assignment.services.pull import PULL_STRATEGY, case_next_for_agent
 
@@ -36,10 +42,13 @@ __all__ = [
     "SOFTPHONE_USERNAME",
     "BatchResult",
     "CallAnswer",
+    "ImportReport",
     "agent_for_user",
     "agent_heartbeat",
+    "agent_invite",
     "agent_states_publish",
     "agent_presence_set",
+    "agents_import_csv",
     "agents_presence_expire",
     "assignment_batch_request",
     "assignment_batch_run",
@@ -48,6 +57,7 @@ __all__ = [
     "counters_feed_consume",
     "counters_fold",
     "counters_reconcile",
+    "invitation_link",
     "offer_accept",
     "offer_decline",
     "offers_expire",

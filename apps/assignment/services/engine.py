@@ -116,32 +116,19 @@ def _decide_and_write(rows, now, result: BatchResult, reserved: list) -> None:
     pools = routing.Pools(candidates, removed_before=unroutable, now=clock)
     tiers = sorted({p for c in candidates for p in c.queue_priority.values()}) or [1]
 
-    # Per claimed row, by position: its weight, its latest choice, and the agent it goes to.
+    # Per claimed row, by position: its weight, and what to place (routing.place_in_tiers).
     weights = [0] * len(rows)
-    choices: list[routing.Choice | None] = [None] * len(rows)
-    winners: list[routing.Candidate | None] = [None] * len(rows)
-    pending = []  # (position, queue id, skills needed, strategy, agents passed) of rows to place
+    pending = []  # (position, queue id, skills needed, weight, strategy, agents passed)
     for i, (_id, queue_id, _status, channel, created_at, passed) in enumerate(rows):
         rule = rules.get(queue_id)
         if rule is not None:
             weights[i] = rule.weight(channel)
             pending.append((i, queue_id, rule.skills_needed(waited_seconds=clock - created_at.timestamp()),
-                            rule.strategy, frozenset(passed) if passed else ()))
+                            weights[i], rule.strategy, frozenset(passed) if passed else ()))
     # An agent works its first-priority queues before the others: tier 1 links first, then 2...
-    for tier in tiers:
-        still = []
-        for item in pending:
-            i, queue_id, needed, strategy, passed = item
-            choice = choices[i] = pools.choose(queue_id=queue_id, needed=needed, weight=weights[i],
-                                               strategy=strategy, max_priority=tier, skip=passed)
-            if choice.winner is None:
-                still.append(item)
-            else:
-                pools.take(choice.winner, weights[i])
-                winners[i] = choice.winner
-        pending = still
-        if not pending:
-            break
+    placed = routing.place_in_tiers(pools, pending, tiers)
+    choices = [placed.get(i) for i in range(len(rows))]
+    winners = [choice.winner if choice is not None else None for choice in choices]
 
     order = [i for i, winner in enumerate(winners) if winner is not None]
     wanted = [(winners[i].agent_id, weights[i], winners[i].capacity) for i in order]

@@ -1,12 +1,15 @@
 """Presence: agents set it, their client's heartbeats keep it fresh, and a beat job turns an
-available agent whose heartbeats stopped into offline, recording when."""
+available agent whose heartbeats stopped into offline. Every change is also kept as history
+(AgentPresenceChange, written by a trigger on the agent row) for the routing what-if."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.assignment.models import Agent, Presence
+from apps.assignment.models import Agent, AgentPresenceChange, Presence
 from apps.assignment.realtime import agent_state_publish_on_commit
 from apps.assignment.selectors import heartbeat_ttl
 from apps.core.errors import ApplicationError
@@ -17,6 +20,8 @@ UPDATE assignment_agent SET presence = %(offline)s, presence_changed_at = %(now)
 WHERE presence = %(available)s AND (heartbeat_at IS NULL OR heartbeat_at < %(fresh_since)s)
 RETURNING id
 """
+# What-if replays look back hours, never a month.
+PRESENCE_HISTORY_DAYS = 30
 
 
 def agent_heartbeat(*, agent: Agent) -> None:
@@ -50,3 +55,11 @@ def agents_presence_expire() -> int:
             expired = [row[0] for row in cursor.fetchall()]
         agent_state_publish_on_commit(expired)
     return len(expired)
+
+
+def agent_presence_changes_purge(*, now=None, days: int = PRESENCE_HISTORY_DAYS) -> int:
+    """Presence history older than `days` goes, in one statement (the changed_at index serves
+    it); returns how many rows."""
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    deleted, _ = AgentPresenceChange.objects.filter(changed_at__lt=cutoff).delete()
+    return deleted
