@@ -1,7 +1,7 @@
 """The agent/ops workspace (for now): cases with filters (also on dynamic fields, GIN-backed),
 search, bulk actions with an intermediate form, the timeline inline, the email thread with the
 agent's reply (admin_thread.py) and dynamic fields rendered from the queue's JSON Schema; queue
-configuration edited by ops and queue-config editors. Every write goes through apps.cases.services."""
+configuration lives in admin_config.py. Every write goes through apps.cases.services."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from django.utils.html import format_html
 
 from apps.assignment.board import case_decision_explained
 from apps.cases import selectors, services
+from apps.cases.admin_config import QueueConfigAdmin, QueueConfigForm  # noqa: F401  (registers it)
 from apps.cases.admin_thread import CaseThreadAdminMixin
 from apps.cases.forms import (
     PREFIX,
@@ -374,69 +375,6 @@ class CaseAdmin(CaseThreadAdminMixin, admin.ModelAdmin):
         self.message_user(request, f"{result.done} case(s) back in Casehub.", messages.SUCCESS)
 
 
-class QueueConfigForm(forms.ModelForm):
-    class Meta:
-        model = QueueConfig
-        fields = ["queue", "initial_status", "fields_schema", "transitions", "sla", "routing", "targeting"]
-        widgets = {name: forms.Textarea(attrs={"rows": 8, "cols": 90, "style": "font-family: monospace"})
-                   for name in ("fields_schema", "transitions", "sla", "routing", "targeting")}
-
-    def clean(self):
-        cleaned = super().clean()
-        if self.errors:
-            return cleaned
-        errors = services.queue_config_errors(
-            fields_schema=cleaned.get("fields_schema"), transitions=cleaned.get("transitions"),
-            initial_status=cleaned.get("initial_status", Status.NEW), sla=cleaned.get("sla"),
-            routing=cleaned.get("routing"), targeting_rules=cleaned.get("targeting"))
-        for key, msgs in errors.items():
-            field = key.split(".")[0]
-            self.add_error(field if field in self.fields else None, msgs)
-        return cleaned
-
-
-@admin.register(QueueConfig)
-class QueueConfigAdmin(admin.ModelAdmin):
-    """Versions are immutable: "editing" publishes a new version (prefilled from the active one)."""
-
-    form = QueueConfigForm
-    list_display = ("queue", "version", "is_active", "created_at", "created_by")
-    list_select_related = ("queue", "created_by")
-    list_filter = ("queue", "is_active")
-    actions = ["activate_version"]
-
-    def has_change_permission(self, request, obj=None):
-        return obj is None and super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        # The active version validates the queue's cases: replace it by activating another first.
-        return super().has_delete_permission(request, obj) and not (obj is not None and obj.is_active)
-
-    def get_changeform_initial_data(self, request):
-        initial = super().get_changeform_initial_data(request)
-        active = selectors.queue_config_active(initial["queue"]) if initial.get("queue") else None
-        if active:
-            for name in ("initial_status", "fields_schema", "transitions", "sla", "routing", "targeting"):
-                initial[name] = getattr(active, name)
-        return initial
-
-    def save_model(self, request, obj, form, change):
-        data = form.cleaned_data
-        config = services.queue_config_publish(
-            queue=data["queue"], fields_schema=data["fields_schema"], transitions=data["transitions"],
-            initial_status=data["initial_status"], sla=data["sla"], routing=data["routing"],
-            targeting_rules=data["targeting"], user=request.user)
-        obj.pk, obj.version, obj.is_active, obj._state.adding = config.pk, config.version, True, False
-
-    @admin.action(description="Make the selected version active", permissions=["change"])
-    def activate_version(self, request, queryset):
-        if queryset.count() != 1:
-            self.message_user(request, "Select exactly one version.", messages.ERROR)
-            return
-        config = services.queue_config_activate(config=queryset.get())
-        self.message_user(request, f"{config.queue.slug}: version {config.version} is active.")
-
-
 @admin.register(Queue)
 class QueueAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "is_active", "active_version", "edit_config")
@@ -452,8 +390,8 @@ class QueueAdmin(admin.ModelAdmin):
 
     @admin.display(description="configuration")
     def edit_config(self, queue: Queue):
-        url = reverse("admin:cases_queueconfig_add") + f"?queue={queue.pk}"
-        return format_html('<a href="{}">publish new version</a>', url)
+        url = reverse("admin:cases_queueconfig_editor", args=[queue.pk])
+        return format_html('<a href="{}">edit</a>', url)
 
 
 @admin.register(SignalOutcome)

@@ -79,12 +79,23 @@ class Queue(models.Model):
         return self.name
 
 
+class ConfigState(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    PUBLISHED = "published", "Published"
+
+
 class QueueConfig(models.Model):
-    """One version of a queue's rules. Versions are never edited: publishing makes a new one."""
+    """One version of a queue's rules. A published version is never edited: changes make a new
+    version, and only a published one can be active. A draft may be saved again in place until
+    it is published (apps.cases.services.config_versions)."""
 
     queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="configs")
     version = models.PositiveIntegerField()
     is_active = models.BooleanField(default=False)
+    state = models.CharField(max_length=16, choices=ConfigState.choices, default=ConfigState.PUBLISHED)
+    comment = models.TextField(blank=True)
+    # The active version a draft started from: publishing over a newer one asks for a rebase.
+    based_on = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # JSON Schema (draft 2020-12) of the queue's dynamic `Case.fields`.
     fields_schema = models.JSONField(default=dict, blank=True)
     initial_status = models.CharField(max_length=32, choices=Status.choices, default=Status.NEW)
@@ -100,18 +111,30 @@ class QueueConfig(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="+")
+    published_at = models.DateTimeField(null=True, blank=True)
+    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["queue", "-version"]
+        # Editors save drafts (add/change); publishing is a permission of its own (ops).
+        permissions = [("publish_queueconfig", "Can publish queue config versions")]
         constraints = [
             models.UniqueConstraint(fields=["queue", "version"], name="queueconfig_unique_version"),
             # At most one active version per queue, enforced by a partial unique index.
             models.UniqueConstraint(fields=["queue"], condition=Q(is_active=True),
                                     name="queueconfig_one_active_per_queue"),
+            models.CheckConstraint(condition=Q(is_active=False) | Q(state=ConfigState.PUBLISHED),
+                                   name="queueconfig_active_is_published"),
+            models.CheckConstraint(
+                condition=Q(state=ConfigState.DRAFT, published_at__isnull=True)
+                | Q(state=ConfigState.PUBLISHED, published_at__isnull=False),
+                name="queueconfig_published_has_time"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.queue.slug} v{self.version}{' (active)' if self.is_active else ''}"
+        suffix = " (active)" if self.is_active else (" (draft)" if self.state == ConfigState.DRAFT else "")
+        return f"{self.queue.slug} v{self.version}{suffix}"
 
 
 class Case(models.Model):
@@ -146,6 +169,9 @@ class Case(models.Model):
     routing_decision = models.JSONField(null=True, blank=True, editable=False)
     # A waiting case no agent could take is not claimed again before this time.
     routing_retry_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The queue config version the case's fields were last validated against (null: before
+    # versions were recorded).
+    config_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -28,13 +28,15 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "inventory.view_*",
     ),
     # Ops run the platform: everything in the product apps, schedules, and user lists; they see
-    # sign-in lockouts and lift one by deleting it.
+    # sign-in lockouts and lift one by deleting it. Only ops publish queue configs.
     OPS: (
-        "cases.*", "assignment.*", "context.*", "inventory.*", "merchants.*", "health.*",
+        "cases.*", "cases.publish_queueconfig", "assignment.*", "context.*", "inventory.*", "merchants.*",
+        "health.*",
         "django_celery_beat.*", "auth.view_user", "auth.view_group",
         "axes.view_*", "axes.delete_accessattempt",
     ),
-    # Queue configuration editors change queue settings themselves, nothing else.
+    # Queue configuration editors change queue settings themselves, nothing else: they save
+    # drafts of queue configs (add/change), which ops publish (cases.publish_queueconfig).
     QUEUE_CONFIG_EDITOR: (
         "cases.view_queue", "cases.change_queue", "cases.view_queueconfig",
         "cases.add_queueconfig", "cases.change_queueconfig",

@@ -165,7 +165,7 @@ def test_add_case_picks_queue_then_uses_its_schema(ops, refunds):
     assert ops.post(url, {**data, "df_order_id": ""}).status_code == 200  # required by the schema
 
 
-def test_queue_config_editor_publishes_a_validated_version(client, refunds):
+def test_queue_config_editor_saves_a_validated_draft_and_only_ops_publish(client, refunds):
     editor = UserFactory(username="editor-1", roles=["queue-config-editor"])
     client.force_login(editor)
     add = f"/admin/cases/queueconfig/add/?queue={refunds.pk}"
@@ -178,12 +178,19 @@ def test_queue_config_editor_publishes_a_validated_version(client, refunds):
     assert bad.status_code == 200
     errors = bad.context["adminform"].form.errors
     assert "fields_schema" in errors and "transitions" in errors
-    good = client.post(add, {**data, "fields_schema": '{"type": "object"}',
-                             "transitions": '{"new": ["resolved"], "resolved": []}'})
-    assert good.status_code == 302
+    good = {**data, "fields_schema": '{"type": "object"}',
+            "transitions": '{"new": ["resolved"], "resolved": []}'}
+    assert client.post(add, good).status_code == 302
+    draft = QueueConfig.objects.get(queue=refunds, version=2)
+    assert (draft.state, draft.is_active, draft.created_by) == ("draft", False, editor)
+    assert QueueConfig.objects.get(queue=refunds, is_active=True).version == 1  # the editor did not publish
+    ops = UserFactory(username="ops-1", roles=["ops"])
+    assert not editor.has_perm("cases.publish_queueconfig") and ops.has_perm("cases.publish_queueconfig")
+    client.force_login(ops)
+    assert client.post(add, good).status_code == 302  # ops' save publishes at once
     active = QueueConfig.objects.get(queue=refunds, is_active=True)
-    assert active.version == 2 and active.routing == {"skills": ["refunds"]} and active.created_by == editor
-    assert QueueConfig.objects.filter(queue=refunds).count() == 2
+    assert active.version == 3 and active.routing == {"skills": ["refunds"]} and active.published_by == ops
+    assert QueueConfig.objects.filter(queue=refunds).count() == 3
     assert client.get("/admin/cases/queue/").status_code == 200
 
 
@@ -192,12 +199,15 @@ def test_ops_rolls_a_queue_back_to_an_earlier_config_version(ops, refunds):
     services.queue_config_publish(queue=refunds, fields_schema={"type": "object"},
                                   transitions={"new": ["resolved"], "resolved": []})
     assert ops.get(f"/admin/cases/queueconfig/{first.pk}/change/").status_code == 200  # view only
-    response = ops.post("/admin/cases/queueconfig/", {"action": "activate_version", "index": 0,
+    response = ops.post("/admin/cases/queueconfig/", {"action": "rollback_version", "index": 0,
                                                       "_selected_action": [first.pk]}, follow=True)
-    assert b"version 1 is active" in response.content
-    assert QueueConfig.objects.get(queue=refunds, is_active=True).pk == first.pk
+    assert b"version 3 is active, with the content of version 1" in response.content
+    # History is never rewritten: the rollback is a new version with the old content.
+    active = QueueConfig.objects.get(queue=refunds, is_active=True)
+    assert active.version == 3 and active.fields_schema == first.fields_schema
+    assert active.transitions == first.transitions
     page = ops.get("/admin/cases/queue/").content.decode()
-    assert f"/admin/cases/queueconfig/add/?queue={refunds.pk}" in page
+    assert f"/admin/cases/queueconfig/queue/{refunds.pk}/editor/" in page
 
 
 def test_unfiltered_changelist_counts_big_tables_from_the_estimate(refunds):

@@ -215,6 +215,14 @@ def test_admin_ops_pages_answer_each_role(world):
                                                               "queue-config-editor": 403},
         f"/admin/cases/queueconfig/add/?queue={world['queue'].pk}": {"agent": 403, "ops": 200,
                                                                      "queue-config-editor": 200},
+        # The queue config editor: editors and ops work on drafts; renaming a field publishes (ops).
+        **{f"/admin/cases/queueconfig/queue/{world['queue'].pk}/{page}/": {
+            "agent": 403, "ops": 200, "queue-config-editor": 200} for page in ("editor", "versions", "diff")},
+        f"/admin/cases/queueconfig/queue/{world['queue'].pk}/rename/": {
+            "agent": 403, "ops": 200, "queue-config-editor": 403},
+        # Publishing and rolling back are POSTs, for ops only.
+        **{f"/admin/cases/queueconfig/{world['objects']['cases.queueconfig'].pk}/{action}/": {
+            "agent": 403, "ops": 405, "queue-config-editor": 403} for action in ("publish", "rollback")},
         "/admin/health/healthspec/dashboard/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
         "/admin/context/contextrecord/bust/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
         # The board is for ops (a permission of its own: agents see agents, not the board).
@@ -265,6 +273,13 @@ def api_rows(world) -> list[tuple[str, str, dict | None, dict[str, int]]]:
         ("get", f"{cases}{case.pk}/", None, {**staff_only, "agent": 200, "ops": 200}),
         ("post", cases, {"queue": "roles-q", "subject": "new"}, {**staff_only, "agent": 201, "ops": 201}),
         ("post", f"{cases}{case.pk}/notes/", {"body": "n"}, {**staff_only, "agent": 201, "ops": 201}),
+        # Queue config as YAML: everyone on staff reads it; editors save drafts, only ops publish.
+        ("get", "/api/v1/queues/roles-q/config.yaml", None,
+         {"merchant": 403, "queue-config-editor": 200, "agent": 200, "ops": 200}),
+        ("put", "/api/v1/queues/roles-q/config.yaml", {},
+         {"merchant": 403, "queue-config-editor": 400, "agent": 403, "ops": 400}),
+        ("put", "/api/v1/queues/roles-q/config.yaml?publish=1", {},
+         {"merchant": 403, "queue-config-editor": 403, "agent": 403, "ops": 400}),
         ("post", f"{cases}{case.pk}/transition/", {"status": "nope"},
          {**staff_only, "agent": 400, "ops": 400}),
         ("post", f"{cases}{case.pk}/legacy-transfer/", {}, {**staff_only, "agent": 400, "ops": 400}),
@@ -343,9 +358,9 @@ def test_the_api_table_covers_every_route():
     api = [p for p in get_resolver().url_patterns if str(p.pattern).startswith("api/v1/")]
     routes = sum(len(getattr(p, "url_patterns", [p])) for p in api)
     # cases: list/create, detail, transition, notes, legacy transfer, signals, inbound email,
-    # context events; agent: 9 (with the workspace's state poll, and the
+    # context events, queue config YAML; agent: 9 (with the workspace's state poll, and the
     # softphone's call events at /api/v1/calls/); inventory: 8; health: 4; hub: 9.
-    assert routes == 8 + 9 + 8 + 4 + 9, "a new API route needs its rows in api_rows()"
+    assert routes == 9 + 9 + 8 + 4 + 9, "a new API route needs its rows in api_rows()"
 
 
 def test_api_endpoints_answer_each_role_as_the_table_says(world):

@@ -3,6 +3,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from apps.cases.api.config import QueueConfigYamlView
 from apps.cases.api.context import ContextEventsView
 from apps.cases.api.email import InboundEmailView
 from apps.cases.api.views import CaseViewSet, SignalView
@@ -14,5 +15,6 @@ urlpatterns = [
     path("signals/", SignalView.as_view(), name="signal-ingest"),
     path("email/inbound/", InboundEmailView.as_view(), name="email-inbound"),
     path("context/events/", ContextEventsView.as_view(), name="context-events"),
+    path("queues/<slug:slug>/config.yaml", QueueConfigYamlView.as_view(), name="queue-config-yaml"),
     *router.urls,
 ]

@@ -77,7 +77,7 @@ def case_create(*, queue: Queue, fields: dict | None = None, actor=None, source:
     case = Case.objects.create(
         queue=queue, status=config.initial_status, priority=priority, channel=channel, source=source,
         subject=subject, merchant_ref=merchant_ref, customer_ref=customer_ref, delivery_ref=delivery_ref,
-        signal_type=signal_type, fields=fields, legacy_id=legacy_id, **kwargs,
+        signal_type=signal_type, fields=fields, legacy_id=legacy_id, config_version=config.version, **kwargs,
     )
     _events_write([_created_event(case, actor, queue_slug=queue.slug)])
     _announce_waiting([case])
@@ -97,6 +97,7 @@ def cases_bulk_create(*, cases: list[Case], actor=None) -> list[Case]:
             raise ApplicationError("The queue has no active configuration.",
                                    errors={"queue": [str(case.queue_id)]})
         case_fields_validate(config=config, fields=case.fields)
+        case.config_version = config.version
         _require_valid_core(status=case.status, **{name: getattr(case, name) for name in CORE_EDITABLE})
         if case.assigned_agent_id is not None:
             # Created with an agent: it takes its weight from them, as any assignment does.
@@ -128,17 +129,21 @@ def case_update(*, case: Case, actor=None, fields: dict | None = None, **changes
         if old != new:
             setattr(case, name, new)
             events.append(_event(case, EventKind.FIELD_CHANGED, actor, field=name, old=old, new=new))
+    stamped = False
     if fields is not None:
         merged = {**case.fields, **fields}
         merged = {k: v for k, v in merged.items() if v is not None}
-        case_fields_validate(config=_active_config(case.queue_id), fields=merged)
+        config = _active_config(case.queue_id)
+        case_fields_validate(config=config, fields=merged)
+        stamped = case.config_version != config.version
+        case.config_version = config.version
         for name in sorted(set(case.fields) | set(merged)):
             old, new = case.fields.get(name), merged.get(name)
             if old != new:
                 events.append(_event(case, EventKind.FIELD_CHANGED, actor, field=f"fields.{name}",
                                      old=old, new=new))
         case.fields = merged
-    if events:
+    if events or stamped:
         case.save()
         _events_write(events)
     return case
@@ -360,6 +365,7 @@ def case_transfer(*, case: Case, queue: Queue, actor=None, reason: str = "") -> 
         raise ApplicationError("The case is already in that queue.", errors={"queue": ["Same queue."]})
     config = _active_config(queue.pk)
     case_fields_validate(config=config, fields=case.fields)
+    case.config_version = config.version
     if case.status not in config.transitions and case.status not in (Status.RESOLVED, Status.CLOSED):
         raise ApplicationError(f"Queue '{queue.slug}' has no status '{case.status}'.",
                                errors={"queue": [f"Status '{case.status}' is not used by that queue."]})

@@ -113,7 +113,7 @@ def _legacy_row_to_case(row: dict, queues: dict[str, QueueConfig]) -> Case:
     return Case(
         id=legacy.legacy_case_id(legacy_id), legacy_id=legacy_id, queue=config.queue,
         source=Source.LEGACY_IMPORT, subject=str(row.get("subject") or "")[:300], fields=fields,
-        created_at=created_at,
+        created_at=created_at, config_version=config.version,
         resolved_at=created_at if core["status"] in (Status.RESOLVED, Status.CLOSED) else None, **core,
     )
 

@@ -7,10 +7,11 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from apps.assignment.routing import STRATEGIES
 from apps.cases import selectors
-from apps.cases.models import STATUS_SCHEMA, Channel, Priority, Queue, QueueConfig, Status
+from apps.cases.models import STATUS_SCHEMA, Channel, ConfigState, Priority, Queue, QueueConfig, Status
 from apps.cases.targeting import TARGETING_SCHEMA
 from apps.core.errors import ApplicationError
 from apps.core.validation import json_errors, schema_errors
@@ -112,6 +113,43 @@ QUEUE_CONFIG_SCHEMA: dict[str, Any] = {
 }
 
 
+# The keys of a config document, in the order people read them (YAML export, diffs).
+QUEUE_CONFIG_KEYS = ("fields_schema", "initial_status", "transitions", "sla", "routing", "targeting")
+# What a key left out of a document means (only `transitions` must be given).
+QUEUE_CONFIG_DEFAULTS: dict[str, Any] = {"fields_schema": {}, "initial_status": Status.NEW, "sla": {},
+                                         "routing": {}, "targeting": {}}
+
+
+def queue_config_document_errors(document: Any) -> dict[str, list[str]]:
+    """Everything the meta-schema finds wrong with a config document, by dotted path
+    ("routing.offer_timeout_seconds", "fields_schema.properties.reason"); empty when valid."""
+    if not isinstance(document, dict):
+        return {"non_field_errors": [f"A queue config is a mapping of {', '.join(QUEUE_CONFIG_KEYS)}."]}
+    errors: dict[str, list[str]] = {
+        key: [f"Unknown key; a config has {', '.join(QUEUE_CONFIG_KEYS)}."]
+        for key in document if key not in QUEUE_CONFIG_KEYS}
+    if "transitions" not in document:
+        errors["transitions"] = ["This field is required."]
+    for key, messages in json_errors(document, QUEUE_CONFIG_SCHEMA, own_messages=True).items():
+        bucket = errors.setdefault(key, [])
+        bucket.extend(message for message in dict.fromkeys(messages) if message not in bucket)
+    # What a schema cannot say: the document is itself a JSON Schema (when it is not, nothing
+    # else about it is worth reporting), and a new case can leave its initial status.
+    fields_schema, transitions = document.get("fields_schema"), document.get("transitions")
+    initial_status = document.get("initial_status", Status.NEW)
+    if isinstance(fields_schema, dict):
+        problems = schema_errors(fields_schema)
+        if problems:
+            for key in [k for k in errors if k.startswith("fields_schema")]:
+                del errors[key]
+            errors["fields_schema"] = [f"Not a valid JSON Schema: {p}" for p in problems]
+    if isinstance(transitions, dict) and transitions and initial_status in Status.values \
+            and transitions.get(initial_status) in (None, []):
+        errors.setdefault("transitions", []).append(
+            f"The initial status '{initial_status}' has no outgoing transitions.")
+    return errors
+
+
 def queue_config_errors(*, fields_schema: Any, transitions: Any, initial_status: str = Status.NEW,
                         sla: Any = None, routing: Any = None,
                         targeting_rules: Any = None) -> dict[str, list[str]]:
@@ -121,49 +159,71 @@ def queue_config_errors(*, fields_schema: Any, transitions: Any, initial_status:
         if value is not None:
             document[name] = value
     errors: dict[str, list[str]] = {}
-    for key, messages in json_errors(document, QUEUE_CONFIG_SCHEMA, own_messages=True).items():
+    for key, messages in queue_config_document_errors(document).items():
         field = key if key.startswith("targeting.") else key.split(".")[0]
         bucket = errors.setdefault(field, [])
-        bucket.extend(message for message in dict.fromkeys(messages) if message not in bucket)
-    # What a schema cannot say: the document is itself a JSON Schema (when it is not, nothing
-    # else about it is worth reporting), and a new case can leave its initial status.
-    if isinstance(fields_schema, dict):
-        problems = schema_errors(fields_schema)
-        if problems:
-            errors["fields_schema"] = [f"Not a valid JSON Schema: {p}" for p in problems]
-    if isinstance(transitions, dict) and transitions and initial_status in Status.values \
-            and transitions.get(initial_status) in (None, []):
-        errors.setdefault("transitions", []).append(
-            f"The initial status '{initial_status}' has no outgoing transitions.")
+        bucket.extend(message for message in messages if message not in bucket)
     return errors
+
+
+def queue_config_lock(queue_id: int) -> Queue:
+    """Lock the queue row: versions of one queue are numbered and activated one writer at a time."""
+    return Queue.objects.select_for_update().get(pk=queue_id)
+
+
+def queue_config_next_version(queue_id: int) -> int:
+    return (QueueConfig.objects.filter(queue_id=queue_id).aggregate(v=Max("version"))["v"] or 0) + 1
+
+
+def queue_config_make_active(*, queue: Queue, document: dict, user=None, comment: str = "",
+                             based_on: QueueConfig | None = None,
+                             draft: QueueConfig | None = None) -> QueueConfig:
+    """Publish `document` as the queue's active version: the draft row itself when given, else a
+    new version. The caller holds the queue lock and has validated the document."""
+    now = timezone.now()
+    QueueConfig.objects.filter(queue=queue, is_active=True).update(is_active=False)
+    values = {**QUEUE_CONFIG_DEFAULTS, **document}
+    if draft is not None:
+        for key in QUEUE_CONFIG_KEYS:
+            setattr(draft, key, values[key])
+        draft.state, draft.is_active, draft.published_at, draft.published_by = \
+            ConfigState.PUBLISHED, True, now, user
+        draft.comment = comment or draft.comment
+        draft.based_on = based_on
+        draft.save()
+        return draft
+    return QueueConfig.objects.create(
+        queue=queue, version=queue_config_next_version(queue.pk), is_active=True, state=ConfigState.PUBLISHED,
+        created_by=user, published_at=now, published_by=user, comment=comment, based_on=based_on,
+        **{key: values[key] for key in QUEUE_CONFIG_KEYS})
 
 
 @transaction.atomic
 def queue_config_publish(*, queue: Queue, fields_schema: dict, transitions: dict,
                          initial_status: str = Status.NEW, sla: dict | None = None,
                          routing: dict | None = None, targeting_rules: dict | None = None,
-                         user=None) -> QueueConfig:
-    """Validate and publish a new config version and make it the queue's active one."""
+                         user=None, comment: str = "") -> QueueConfig:
+    """Validate (meta-schema) and publish a new config version and make it the queue's active one.
+    Ops' own path checks more: `queue_config_publish_draft` (config_versions)."""
     errors = queue_config_errors(fields_schema=fields_schema, transitions=transitions,
                                  initial_status=initial_status, sla=sla, routing=routing,
                                  targeting_rules=targeting_rules)
     if errors:
         raise ApplicationError("The queue configuration is invalid.", errors=errors)
-    # Lock the queue row: two editors publishing at once get consecutive versions.
-    Queue.objects.select_for_update().get(pk=queue.pk)
-    version = (QueueConfig.objects.filter(queue=queue).aggregate(v=Max("version"))["v"] or 0) + 1
-    QueueConfig.objects.filter(queue=queue, is_active=True).update(is_active=False)
-    return QueueConfig.objects.create(
-        queue=queue, version=version, is_active=True, fields_schema=fields_schema,
-        transitions=transitions, initial_status=initial_status, sla=sla or {}, routing=routing or {},
-        targeting=targeting_rules or {}, created_by=user,
-    )
+    queue_config_lock(queue.pk)
+    document = {"fields_schema": fields_schema, "transitions": transitions, "initial_status": initial_status,
+                "sla": sla or {}, "routing": routing or {}, "targeting": targeting_rules or {}}
+    return queue_config_make_active(queue=queue, document=document, user=user, comment=comment,
+                                    based_on=selectors.queue_config_active(queue))
 
 
 @transaction.atomic
 def queue_config_activate(*, config: QueueConfig) -> QueueConfig:
     """Make an earlier version active again (a rollback of a bad edit)."""
-    Queue.objects.select_for_update().get(pk=config.queue_id)
+    if config.state != ConfigState.PUBLISHED:
+        raise ApplicationError("A draft cannot be made active; publish it.",
+                               errors={"state": ["Only a published version can be active."]})
+    queue_config_lock(config.queue_id)
     QueueConfig.objects.filter(queue_id=config.queue_id, is_active=True).exclude(pk=config.pk).update(
         is_active=False
     )
