@@ -407,6 +407,10 @@ CASEHUB_INBOUND_QUEUE = env("CASEHUB_INBOUND_QUEUE", default="email")
 CASEHUB_ATTACHMENT_MAX_BYTES = env.int("CASEHUB_ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
 CASEHUB_ATTACHMENT_MAX_COUNT = env.int("CASEHUB_ATTACHMENT_MAX_COUNT", default=5)
 
+# Support metrics: a resolved case reopened (or followed up by the same customer about the same
+# delivery) within this many days counts against DWR and FCR (apps/cases/metric_definitions.py).
+METRICS_REOPEN_WINDOW_DAYS = env.int("METRICS_REOPEN_WINDOW_DAYS", default=7)
+
 # Sandbox tenant: requests with the W3C baggage header `tenant=sandbox` read and write the tables
 # of the `sandbox` schema, which `migrate` creates and keeps migrated (apps/core/tenancy.py).
 # Off: no sandbox schema is migrated and such requests get a 400.
@@ -454,3 +458,18 @@ CASEHUB_CONTEXT_BULK_BATCH = env.int("CASEHUB_CONTEXT_BULK_BATCH", default=500)
 CASEHUB_CONTEXT_EVENTS_SECRET = env("CASEHUB_CONTEXT_EVENTS_SECRET",
                                     default="casehub-embedded-context-dev-only" if EMBEDDED else "")
 CASEHUB_CONTEXT_EVENTS_MAX_KEYS = env.int("CASEHUB_CONTEXT_EVENTS_MAX_KEYS", default=1000)
+
+# Lake export (apps/core/lake.py): Parquet files per stream, partitioned by hour -----------------
+# Files are written through this storage alias only, so any Django storage backend works (S3 via
+# django-storages: LAKE_STORAGE_BACKEND=storages.backends.s3.S3Storage and its AWS_* settings).
+# The backend must overwrite an existing name: a retried export rewrites the same files.
+LAKE_STORAGE = "lake"
+STORAGES["lake"] = {
+    "BACKEND": env("LAKE_STORAGE_BACKEND", default="django.core.files.storage.FileSystemStorage"),
+    "OPTIONS": env.json("LAKE_STORAGE_OPTIONS", default={
+        "location": str(embedded.var_dir() / "lake"), "allow_overwrite": True,
+    }),
+}
+# Rows per Parquet batch (one id range, one file per hour it spans), and batches per stream per run.
+LAKE_BATCH_SIZE = env.int("LAKE_BATCH_SIZE", default=50_000)
+LAKE_MAX_BATCHES = env.int("LAKE_MAX_BATCHES", default=40)

@@ -431,3 +431,12 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return self.filename
+
+
+# The support metrics' tables live in a module of their own; Django finds them through this one.
+from apps.cases.metric_models import (  # noqa: E402, F401
+    CaseMetricFacts,
+    MetricCounters,
+    MetricRollupAgentDay,
+    MetricRollupQueueDay,
+)

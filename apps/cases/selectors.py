@@ -113,3 +113,35 @@ def merchant_ref_for_address(address: str) -> str:
         user__email__iexact=address, user__is_active=True, merchant__is_active=True,
     ).values_list("merchant__external_id", flat=True).distinct()[:2])
     return refs.pop() if len(refs) == 1 else ""
+
+
+# Support metrics -------------------------------------------------------------------------------
+
+_SERIES_GROUPS = {"day": ("day",), "queue": ("queue_id", "queue__slug"),
+                  "agent": ("agent_id", "agent__display_name")}
+
+
+def metric_series(*, start, end, queue_ids=None, agent_ids=None, by: str = "day") -> list[dict]:
+    """Support metrics from the rollups for days `start`..`end` (inclusive), summed per day, queue
+    or agent: one grouped query over the day rows. Each row holds the summed counters and the
+    metrics of apps.cases.metric_definitions.ratios (AHT, time to resolve, MTR, DWR, FCR...).
+
+    By agent, or filtered by agents, only cases that had an agent count (the agent rollup).
+    """
+    from django.db.models import Sum
+
+    from apps.cases import metric_definitions as defs
+    from apps.cases.models import MetricRollupAgentDay, MetricRollupQueueDay
+
+    if by not in _SERIES_GROUPS:
+        raise ValueError(f"by must be one of {', '.join(_SERIES_GROUPS)}")
+    per_agent = by == "agent" or agent_ids is not None
+    model = MetricRollupAgentDay if per_agent else MetricRollupQueueDay
+    rows = model.objects.filter(day__range=(start, end))
+    if queue_ids is not None:
+        rows = rows.filter(queue_id__in=queue_ids)
+    if agent_ids is not None:
+        rows = rows.filter(agent_id__in=agent_ids)
+    group = _SERIES_GROUPS[by]
+    series = rows.order_by().values(*group).annotate(**{name: Sum(name) for name in defs.COUNTERS})
+    return [{**row, **defs.ratios(row)} for row in series.order_by(*group)]

@@ -40,3 +40,10 @@ def messages_deliver_pending() -> int:
 def message_notify_agent(message_id: int) -> bool:
     """Tell the case's agent by email that a merchant wrote in the Support Hub."""
     return services.message_notify_agent(message_id=message_id)
+
+
+@shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
+def metric_rollups_consume() -> int:
+    """Beat-driven (every 10 s): fold new CaseEvents into the support metrics rollups and settle
+    cases whose reopen window passed. Idempotent."""
+    return services.metric_rollups_consume()

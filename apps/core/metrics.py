@@ -67,6 +67,21 @@ def _statement_timeout(ms: int) -> Iterator[None]:
                 connection.close()  # broken anyway; a fresh one starts without the timeout
 
 
+def _lake_collect() -> Iterable[Metric]:
+    from apps.core.lake import lake_lag_seconds
+
+    lag = GaugeMetricFamily("casehub_lake_export_lag_seconds",
+                            "Age of the oldest row of a lake stream not yet exported (0 when up to date).",
+                            labels=["stream"])
+    for stream, seconds in lake_lag_seconds().items():
+        lag.add_metric([stream], seconds)
+    yield lag
+
+
+# Gauges of the platform itself (no app owns them): run after the apps' collectors, reported the same way.
+_core_collectors: dict[Collect, str] = {_lake_collect: "lake"}
+
+
 class _AppCollector:
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("casehub_metrics_collector_up",
@@ -74,7 +89,7 @@ class _AppCollector:
                                labels=["collector"])
         took = GaugeMetricFamily("casehub_metrics_collector_duration_seconds",
                                  "Time the collector took in this scrape.", labels=["collector"])
-        for collect, name in list(_collectors.items()):
+        for collect, name in [*_collectors.items(), *_core_collectors.items()]:
             started = time.perf_counter()
             try:
                 with _statement_timeout(STATEMENT_TIMEOUT_MS):

@@ -50,3 +50,32 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} [{self.key}]"
+
+
+class LakeWatermark(models.Model):
+    """How far one lake stream has been exported (apps/core/lake.py), and the range an export that
+    has started is writing."""
+
+    stream = models.CharField(max_length=100, unique=True)
+    # Every row of the stream with a position up to this one is in the lake, exactly once.
+    position = models.BigIntegerField(default=0)
+    # Committed before the range's files are written and cleared as `position` reaches it: an
+    # export that crashed in between writes this same range again (same rows, same file names)
+    # instead of planning a wider one whose files would sit beside the first ones.
+    pending_until = models.BigIntegerField(null=True, blank=True)
+    exported_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(position__gte=0),
+                                   name="core_lakewatermark_position_gte_0"),
+            models.CheckConstraint(
+                condition=models.Q(pending_until__isnull=True)
+                | models.Q(pending_until__gt=models.F("position")),
+                name="core_lakewatermark_pending_after_position",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stream} @ {self.position}"

@@ -165,12 +165,16 @@ def test_metrics_rollup_computes_handle_time_and_first_contact_resolution():
     assert services.case_metrics_rollup() == 0  # idempotent: nothing read twice
     assert CaseStats.objects.get(pk=quick.pk).outbound_messages == 1
 
+    # The /metrics gauges read the support metrics rollups (apps.cases.metric_definitions): FCR
+    # counts decided cases only, so slow (two replies) and reopened fail while quick's window is
+    # still open; AHT starts at acceptance, so only quick (assigned) has one.
+    services.metric_rollups_consume()
     [(slug, handle, fcr, resolved)] = metrics.resolution_stats()
-    assert slug == "refunds" and resolved == 3 and fcr == pytest.approx(1 / 3) and handle >= 0
+    assert slug == "refunds" and resolved == 3 and fcr == 0.0 and handle >= 0
     assert ("refunds", "new", 1) in metrics.backlog()
     families = {f.name: f for f in metrics.collect()}
-    assert families["casehub_case_first_contact_resolution_ratio"].samples[0].value == pytest.approx(1 / 3)
-    assert families["casehub_feed_lag_events"].samples[0].value == 0
+    assert families["casehub_case_first_contact_resolution_ratio"].samples[0].value == 0.0
+    assert {s.value for s in families["casehub_feed_lag_events"].samples} == {0}
     assert {s.labels["status"]: s.value for s in families["casehub_cases_open"].samples} == {"new": 1}
 
 

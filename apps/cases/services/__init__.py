@@ -140,3 +140,14 @@ __all__ = [
     "signal_ingest",
     "subject_with_token",
 ]
+
+# Support metrics rollups (change-feed consumer).
+from apps.cases.services.metric_rollups import (
+    METRIC_ROLLUPS_CONSUMER,
+    metric_rollups_consume,
+    metric_rollups_fold,
+    metric_rollups_settle,
+)
+
+__all__ += ["METRIC_ROLLUPS_CONSUMER", "metric_rollups_consume", "metric_rollups_fold",
+            "metric_rollups_settle"]

@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
+from apps.core.lake import lake_position
 from apps.inventory import conf
 from apps.inventory.models import IngestionRun, ItemRejection, RunStatus, ShopperSignal
 
@@ -34,10 +35,13 @@ def inventory_purge_expired(*, batch_size: int = 1000) -> dict[str, int]:
             default_storage.delete(path)
         IngestionRun.objects.filter(id__in=[run_id for run_id, _ in batch]).update(payload_path="")
         payloads += len(batch)
-    rejections = _delete_in_batches(
-        ItemRejection.objects.filter(created_at__lt=now - timedelta(days=conf.rejection_ttl_days())),
-        batch_size,
-    )
+    rejection_ttl = timedelta(days=conf.rejection_ttl_days())
+    expired_rejections = ItemRejection.objects.filter(created_at__lt=now - rejection_ttl)
+    exported_run = lake_position("inventory_outcomes")
+    if exported_run is not None:
+        # Once the lake export runs, a rejection outlives its TTL until its run is in the lake.
+        expired_rejections = expired_rejections.filter(run_id__lte=exported_run)
+    rejections = _delete_in_batches(expired_rejections, batch_size)
     signals = _delete_in_batches(
         ShopperSignal.objects.filter(created_at__lt=now - timedelta(days=conf.signal_ttl_days())), batch_size
     )

@@ -1,0 +1,246 @@
+"""The Parquet lake export: rows read back with DuckDB equal the database's, hour partitions,
+exactly once across a crash between writing a file and advancing the watermark, the change-feed
+fence, inventory outcomes kept past the TTL purge, the lag gauge."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.cases import services as case_services
+from apps.cases.models import Case, CaseEvent
+from apps.core import feed, lake
+from apps.core.models import LakeWatermark
+from apps.inventory import services as inventory_services
+from apps.inventory.models import InventoryItem, ItemRejection
+from tests.factories.accounts import UserFactory
+from tests.factories.cases import QueueFactory, make_case
+from tests.factories.inventory import StoreFactory, catalog_create, feed_body
+from tests.utils.waiting import wait_for
+
+HANG = 120.0
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def lake_root(settings, tmp_path) -> Path:
+    settings.STORAGES = {**settings.STORAGES, "lake": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(tmp_path), "allow_overwrite": True},
+    }}
+    return tmp_path
+
+
+def us(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def read(root: Path, stream: str, columns: str) -> list[tuple]:
+    return duckdb.sql(
+        f"SELECT {columns} FROM read_parquet('{root}/{stream}/**/*.parquet', hive_partitioning=true)"
+    ).fetchall()
+
+
+def db_events() -> list[tuple]:
+    rows = CaseEvent.objects.values_list("id", "case_id", "kind", "actor_id", "data", "created_at")
+    return [(pk, str(case_id), kind, actor, data, us(at)) for pk, case_id, kind, actor, data, at in rows]
+
+
+def lake_events(root: Path) -> list[tuple]:
+    rows = read(root, "case_events", "id, case_id, kind, actor_id, data, epoch_us(created_at)")
+    return sorted((pk, case, kind, actor, json.loads(data), at) for pk, case, kind, actor, data, at in rows)
+
+
+@pytest.mark.django_db
+def test_events_and_snapshots_are_exported_once_and_read_back_as_in_the_database(lake_root):
+    queue = QueueFactory()
+    agent = UserFactory()
+    first, second = make_case(queue=queue, subject="Late, \"cold\"\norder"), make_case(queue=queue)
+    case_services.case_add_note(case=first, body='quotes " commas , newline\n and ünïcode', actor=agent)
+    case_services.case_add_note(case=second, body="{\"not\": \"json\"}")
+    case_services.case_update(case=first, priority=3)
+
+    assert lake.lake_stream_export(stream="case_events", batch_size=2) == 5  # three batches
+    assert lake.lake_stream_export(stream="case_events", batch_size=2) == 0
+    assert lake_events(lake_root) == db_events()
+    assert LakeWatermark.objects.get(stream="case_events").position == CaseEvent.objects.latest("id").id
+
+    lake.lake_stream_export(stream="case_snapshots", batch_size=2)
+    snapshots = read(lake_root, "case_snapshots", "event_id, case_id, queue, subject, priority, fields")
+    last_events = {str(case.id): case.events.latest("id").id for case in (first, second)}
+    # One row per case per batch that touched it; its newest row is its state.
+    newest = {case_id: max((row for row in snapshots if row[1] == case_id), key=lambda row: row[0])
+              for case_id in last_events}
+    for case in Case.objects.all():
+        event_id, _, queue_slug, subject, priority, fields = newest[str(case.id)]
+        assert (event_id, queue_slug, subject, priority, json.loads(fields)) == (
+            last_events[str(case.id)], queue.slug, case.subject, case.priority, case.fields)
+
+
+@pytest.mark.django_db
+def test_files_are_partitioned_by_the_hour_of_their_rows(lake_root, monkeypatch):
+    moments = [datetime(2026, 3, 1, 9, 59, 59, 999999, tzinfo=UTC), datetime(2026, 3, 1, 10, 0, tzinfo=UTC),
+               datetime(2026, 3, 1, 10, 59, tzinfo=UTC), datetime(2026, 3, 2, 0, 0, tzinfo=UTC)]
+    case = make_case()
+    for body, moment in zip("abcd", moments, strict=True):
+        monkeypatch.setattr(timezone, "now", lambda moment=moment: moment)
+        case_services.case_add_note(case=case, body=body)
+    monkeypatch.undo()
+    notes = list(CaseEvent.objects.filter(kind="note").order_by("id").values_list("id", flat=True))
+    created = case.events.get(kind="created").id
+    after = lake.lake_position("case_events") or 0
+
+    lake.lake_stream_export(stream="case_events")
+
+    files = sorted(str(path.relative_to(lake_root)) for path in lake_root.rglob("*.parquet"))
+    batch = f"{after + 1}-{notes[-1]}.parquet"
+    now_hour = case.events.get(kind="created").created_at
+    assert files == sorted([
+        f"case_events/date=2026-03-01/hour=09/{batch}", f"case_events/date=2026-03-01/hour=10/{batch}",
+        f"case_events/date=2026-03-02/hour=00/{batch}",
+        f"case_events/date={now_hour:%Y-%m-%d}/hour={now_hour:%H}/{batch}",
+    ])
+    by_hour = read(lake_root, "case_events", "id, date::varchar, hour::int")
+    assert sorted(by_hour) == [(created, f"{now_hour:%Y-%m-%d}", now_hour.hour), (notes[0], "2026-03-01", 9),
+                               (notes[1], "2026-03-01", 10), (notes[2], "2026-03-01", 10),
+                               (notes[3], "2026-03-02", 0)]
+
+
+@pytest.mark.django_db
+def test_a_crash_after_writing_files_rewrites_the_same_files_each_event_lands_once(lake_root, monkeypatch):
+    case = make_case()
+    for n in range(4):
+        case_services.case_add_note(case=case, body=f"note {n}")
+    crashes = []
+
+    def crash(mark, until):
+        crashes.append(until)
+        raise RuntimeError("worker died before the watermark advanced")
+
+    monkeypatch.setattr(lake, "_watermark_advance", crash)
+    with pytest.raises(RuntimeError):
+        lake.lake_stream_export(stream="case_events")
+    written = sorted(lake_root.rglob("*.parquet"))
+    assert written and len(read(lake_root, "case_events", "id")) == 5  # the files are there...
+    mark = LakeWatermark.objects.get(stream="case_events")
+    assert (mark.position, mark.pending_until) == (0, crashes[0])  # ...the watermark is not
+
+    monkeypatch.undo()
+    case_services.case_add_note(case=case, body="after the crash")  # must not widen the retried batch
+    assert lake.lake_stream_export(stream="case_events") == 6
+
+    ids = [row[0] for row in read(lake_root, "case_events", "id")]
+    assert sorted(ids) == sorted(set(ids)) == list(CaseEvent.objects.values_list("id", flat=True))
+    assert set(written) <= set(lake_root.rglob("*.parquet"))  # replaced under the same names
+    assert lake_events(lake_root) == db_events()
+
+
+def waits_for_advisory_lock(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", [pid])
+        return cursor.fetchone() == ("Lock", "advisory")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_committed_late_under_a_lower_id_is_not_skipped(lake_root, monkeypatch):
+    monkeypatch.setattr(feed, "FENCE_TIMEOUT_MS", HANG * 1000)
+    case_a, case_b = make_case(), make_case()
+    lake.lake_stream_export(stream="case_events")
+    written, release = threading.Event(), threading.Event()
+
+    def slow_writer():
+        try:
+            with transaction.atomic():
+                case_services.case_add_note(case=case_a, body="slow")  # takes the lower id
+                written.set()
+                release.wait(HANG)
+        finally:
+            connection.close()
+
+    exporter_pid: list[int] = []
+    exported: list[int] = []
+
+    def export():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                exporter_pid.append(cursor.fetchone()[0])
+            exported.append(lake.lake_stream_export(stream="case_events"))
+        finally:
+            connection.close()
+
+    writer, exporter = threading.Thread(target=slow_writer), threading.Thread(target=export)
+    writer.start()
+    try:
+        assert written.wait(HANG)
+        case_services.case_add_note(case=case_b, body="fast")  # higher id, committed first
+        exporter.start()
+        wait_for(lambda: exporter_pid and waits_for_advisory_lock(exporter_pid[0]),
+                 "the exporter to wait for the open writer")
+    finally:
+        release.set()
+        writer.join(HANG)
+        if exporter.ident is not None:
+            exporter.join(HANG)
+    assert exported == [2]
+    notes = [json.loads(data)["body"] for data, in read(lake_root, "case_events", "data") if "body" in data]
+    assert sorted(notes) == ["fast", "slow"]
+
+
+def ingest(store, items, *, process: bool = True):
+    run = inventory_services.feed_submit_json(store=store, body=feed_body(items), enqueue=False)
+    if process:
+        assert inventory_services.ingestion_run_process(run_id=run.pk) == "succeeded"
+    return run
+
+
+@pytest.mark.django_db
+def test_inventory_outcomes_are_exported_per_finished_run_and_outlive_the_purge(lake_root):
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 3)
+    first = ingest(store, [{"sku": skus[0], "price": 1.5}, {"sku": skus[1]},  # no price: rejected
+                           {"sku": skus[2], "price": 2, "available": False}])
+    queued = ingest(store, [{"sku": skus[0], "price": 9}], process=False)
+    ingest(StoreFactory(), [{"sku": "NOT-IN-CATALOG", "price": 1}])  # finished, behind the queued run
+
+    lake.lake_stream_export(stream="inventory_outcomes")
+
+    rows = read(lake_root, "inventory_outcomes", "run_id, store_id, sku, outcome, reason, price_cents")
+    expected = [(first.pk, store.pk, sku, status, reason, price) for sku, status, reason, price in
+                InventoryItem.objects.filter(updated_run_id=first.pk)
+                .values_list("sku", "display_status", "status_reason", "price_cents")]
+    expected += [(first.pk, store.pk, sku, "rejected", reason, None) for sku, reason in
+                 ItemRejection.objects.filter(run_id=first.pk).values_list("sku", "reason")]
+    assert sorted(rows) == sorted(expected)
+    assert {row[2] for row in rows if row[3] == "rejected"} == {skus[1]} and len(rows) == 3
+    assert lake.lake_position("inventory_outcomes") == queued.pk - 1  # the unfinished run holds the rest
+
+    # Past the TTL, only rejections already in the lake are purged.
+    ItemRejection.objects.update(created_at=timezone.now() - timedelta(days=400))
+    assert inventory_services.inventory_purge_expired()["rejections"] == 1
+    assert list(ItemRejection.objects.values_list("sku", flat=True)) == ["NOT-IN-CATALOG"]
+
+
+@pytest.mark.django_db
+def test_lag_gauge_and_command(lake_root, client):
+    make_case()
+
+    def lag(stream: str) -> float:
+        prefix = f'casehub_lake_export_lag_seconds{{stream="{stream}"}} '
+        text = client.get("/metrics").content.decode()
+        return float(next(line.removeprefix(prefix) for line in text.splitlines() if line.startswith(prefix)))
+
+    assert lag("case_events") > 0
+    out = io.StringIO()
+    call_command("lake_export", "case_events", stdout=out)
+    assert out.getvalue() == "case_events: 1 rows\n"
+    assert lag("case_events") == 0.0
