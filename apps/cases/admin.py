@@ -427,3 +427,6 @@ class CaseStatsAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # folded from the change feed: a deleted row would come back with partial counts
+
+
+from apps.cases import admin_metrics  # noqa: E402, F401  (re-registers CaseStats with the metrics dashboard)

@@ -224,6 +224,7 @@ def test_admin_ops_pages_answer_each_role(world):
         **{f"/admin/cases/queueconfig/{world['objects']['cases.queueconfig'].pk}/{action}/": {
             "agent": 403, "ops": 405, "queue-config-editor": 403} for action in ("publish", "rollback")},
         "/admin/health/healthspec/dashboard/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
+        "/admin/cases/casestats/dashboard/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
         "/admin/context/contextrecord/bust/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
         # The board is for ops (a permission of its own: agents see agents, not the board).
         "/admin/assignment/agent/board/": {"agent": 403, "ops": 200, "queue-config-editor": 403},
