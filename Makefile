@@ -5,6 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# Celery worker processes `make run` supervises (each restarted on its own): make run WORKERS=3
+WORKERS ?= 1
 
 .PHONY: run test lint bench clean-var
 
@@ -20,7 +22,7 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt constraints.txt | 
 	touch $@ $(VENV)/.runtime-installed
 
 run: $(VENV)/.runtime-installed
-	$(BIN)/python manage.py runstack --host $(HOST) --port $(PORT)
+	$(BIN)/python manage.py runstack --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

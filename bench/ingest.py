@@ -5,24 +5,41 @@ and processed in-process by the same service the Celery task calls (no broker ho
 figure is the worker's throughput). Next to it, in the same run: an unchanged re-feed of every
 store, a naive per-item ORM path on a sample, and a raw COPY + INSERT ... ON CONFLICT of the
 same rows with no pipeline. Statements are counted with CaptureQueriesContext (COPY included).
+
+Then a backlog through real Celery worker processes (one ingestion process each, as separate
+hosts would run): 12 feeds over 4 stores, sent at once, processed by 1 and by --workers N
+processes; each count gets fresh stores and the same feeds. Items per second from the send to
+the last run's finish.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import resource
+import signal
+import subprocess
+import sys
 import time
+import uuid
 
 from _harness import emit, parse_args, setup, teardown
 
+BACKLOG_STORES, BACKLOG_FEEDS = 4, 3
+
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], extra=lambda parser: parser.add_argument(
+        "--workers", type=int, default=3, metavar="N",
+        help="worker processes the backlog is also run with, next to one (0: no backlog)"))
     stores_n, items_n, naive_n = (3, 2000, 300) if args.quick else (50, 10_000, 2000)
     db_name = setup("ingest")
     try:
-        emit(run(stores_n, items_n, naive_n))
+        result = run(stores_n, items_n, naive_n)
+        if args.workers > 0:
+            result.update(backlog(db_name, items_n // 2 if args.quick else items_n, args.workers))
+        emit(result)
     finally:
         teardown(db_name, keep=args.keep_db)
 
@@ -231,6 +248,122 @@ def run(stores_n: int, items_n: int, naive_n: int) -> dict:
             "predicted_oos": first.predicted_oos,
         },
         "mode": "in-process service (what the Celery task calls), no broker",
+    }
+
+
+class Worker:
+    """A `celery worker` process on the ingestion queue with one pool process, against the
+    benchmark database; its log goes to a file under the var directory."""
+
+    def __init__(self, db_name: str) -> None:
+        from config import embedded
+
+        self.node = f"bench-ingest-{uuid.uuid4().hex[:8]}@localhost"
+        argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-n", self.node, "-Q", "ingestion",
+                "-c", "1", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+        env = os.environ | {"CASEHUB_DB_NAME": db_name, "CASEHUB_EMBEDDED_QUIET": "1"}
+        self.log_path = embedded.var_dir() / f"{self.node.split('@')[0]}.log"
+        self.log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        from config.celery import app
+
+        deadline = time.monotonic() + timeout
+        while not app.control.ping(destination=[self.node], timeout=0.5):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the celery worker did not start:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> str:
+        """Stop it; its whole log."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: only what it started
+                self.proc.wait()
+        self.log.close()
+        text = self.log_path.read_text(errors="replace")
+        self.log_path.unlink()
+        return text
+
+
+def backlog(db_name: str, items_n: int, workers: int) -> dict:
+    """The same backlog with 1 and `workers` worker processes."""
+    import redis
+    from django.conf import settings
+
+    from apps.core.scheduling import task_send
+    from apps.inventory import services
+    from apps.inventory.models import IngestionRun, InventoryItem, RunStatus, Store
+    from apps.inventory.services.scheduling import INGESTION_RUN_PROCESS
+    from apps.merchants.models import Merchant
+
+    merchant = Merchant.objects.get(external_id="bench")
+    rng = random.Random(11)
+    bodies = [
+        json.dumps({"items": [
+            {"sku": f"SKU-{n:07d}", "price": round(rng.uniform(0.5, 30), 2), "available": n % 40 != feed,
+             "quantity": rng.randint(0, 40)}
+            for n in range(items_n)
+        ]}).encode()
+        for feed in range(BACKLOG_FEEDS)
+    ]
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete("ingestion")  # nothing left over from an earlier, interrupted run
+    rates: dict[str, int] = {}
+    retries: dict[str, int] = {}
+    final_states = []
+    for count in (1, workers):
+        stores = Store.objects.bulk_create([
+            Store(merchant=merchant, external_id=f"backlog-{count}-{n}", name=f"Backlog {n}",
+                  price_markup_bps=150)
+            for n in range(BACKLOG_STORES)
+        ])
+        # Feeds of all stores interleaved, as they arrive: later feeds of a store come while its
+        # earlier one runs.
+        runs = [
+            services.feed_submit_json(store=store, body=body, enqueue=False).pk
+            for body in bodies
+            for store in stores
+        ]
+        pool = [Worker(db_name) for _ in range(count)]
+        try:
+            for worker in pool:
+                worker.wait_ready()
+            t0 = time.time()
+            for run_id in runs:
+                task_send(INGESTION_RUN_PROCESS, run_id)
+            pending = IngestionRun.objects.filter(pk__in=runs).exclude(status=RunStatus.SUCCEEDED)
+            deadline = time.monotonic() + 1800
+            while pending.exists():
+                if IngestionRun.objects.filter(pk__in=runs, status=RunStatus.FAILED).exists():
+                    raise RuntimeError("a backlog run failed")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the backlog did not finish")
+                time.sleep(0.05)
+            last = max(IngestionRun.objects.filter(pk__in=runs).values_list("finished_at", flat=True))
+        finally:
+            logs = [worker.stop() for worker in pool]
+        rates[str(count)] = round(len(runs) * items_n / (last.timestamp() - t0))
+        retries[str(count)] = sum(log.count(" retry: ") for log in logs)
+        final_states.append([
+            list(InventoryItem.objects.filter(store=store).order_by("sku")
+                 .values_list("sku", "price_cents", "is_available", "display_status", "fingerprint"))
+            for store in stores
+        ])
+    assert final_states[0] == final_states[-1], "the backlog ended differently with more workers"
+    return {
+        "backlog_items": BACKLOG_STORES * BACKLOG_FEEDS * items_n,
+        "backlog_items_per_s_by_workers": rates,
+        "backlog_task_retries_by_workers": retries,
+        "backlog_mode": "real celery worker processes (-c 1 each), 12 feeds over 4 stores sent at once",
     }
 
 

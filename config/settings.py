@@ -324,7 +324,10 @@ READYZ_WORKER_TIMEOUT = env.float("READYZ_WORKER_TIMEOUT", default=1.0)
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 HEALTH_GATE_TOKEN = env("HEALTH_GATE_TOKEN", default="")
 HEALTH_MAX_THREADS = env.int("HEALTH_MAX_THREADS", default=256)  # checks run at once by one runner
-HEALTH_DUE_BATCH = env.int("HEALTH_DUE_BATCH", default=1024)  # due checks picked per beat tick
+HEALTH_DUE_BATCH = env.int("HEALTH_DUE_BATCH", default=1024)  # due checks claimed per beat tick, at most
+# This machine's name for health checks pinned to a host (log_grep reads local files): a runner
+# claims only unpinned checks and those pinned here. Same value as socket.gethostname().
+CASEHUB_HOST_NAME = env("CASEHUB_HOST_NAME", default=os.uname().nodename)
 HEALTH_STREAM_IDLE_S = env.int("HEALTH_STREAM_IDLE_S", default=3600)  # an unused log stream is closed
 # Optional allowlist of folders log_grep checks may read; empty: any absolute path.
 HEALTH_LOG_ROOTS = env.list("HEALTH_LOG_ROOTS", default=[])
@@ -341,6 +344,11 @@ INVENTORY_PAYLOAD_TTL_DAYS = env.int("INVENTORY_PAYLOAD_TTL_DAYS", default=7)
 INVENTORY_REJECTION_TTL_DAYS = env.int("INVENTORY_REJECTION_TTL_DAYS", default=14)
 INVENTORY_SIGNAL_TTL_DAYS = env.int("INVENTORY_SIGNAL_TTL_DAYS", default=90)
 INVENTORY_CSV_MAX_BYTES = env.int("INVENTORY_CSV_MAX_BYTES", default=20 * 1024 * 1024)
+# Where raw feed payloads live, for every process on every host: "database" (chunks in PostgreSQL,
+# nothing else to set up) or "storage" (the Django storage alias INVENTORY_PAYLOAD_STORAGE, e.g. S3
+# through django-storages). A local FileSystemStorage only works where all processes share it.
+INVENTORY_PAYLOAD_STORE = env("INVENTORY_PAYLOAD_STORE", default="database")
+INVENTORY_PAYLOAD_STORAGE = env("INVENTORY_PAYLOAD_STORAGE", default="default")
 
 # Edge rules (apps/core/input.py, apps/core/middleware.py).
 API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=64)

@@ -65,7 +65,15 @@ class HealthCheck(models.Model):
     state = models.JSONField(default=dict, blank=True)
     # Start of the grace window: creation, or the last change of the check's definition.
     grace_started_at = models.DateTimeField()
+    # The next due time on the check's own grid (creation + k * interval): a claim advances it to
+    # the first grid point after the claim, so runs never slip by how late a tick picked them up.
     next_run_at = models.DateTimeField(db_index=True)
+    # Bumped by every claim (scheduled or "run now"); a result is written only under the claim it
+    # ran for, so a late result of an older claim changes nothing.
+    claim = models.BigIntegerField(default=0)
+    # The host whose runner may run this check (blank: any). Checks reading local files are pinned
+    # to the host named in the spec, else to the host where they were declared.
+    host = models.CharField(max_length=255, blank=True, default="")
     # Latest result, denormalised so overall status and metrics are one cheap query.
     last_status = models.CharField(max_length=10, choices=CheckStatus.choices, blank=True, default="")
     last_duration_ms = models.FloatField(null=True, blank=True)

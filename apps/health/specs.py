@@ -17,6 +17,8 @@ from apps.core.validation import json_errors
 from apps.health.checks import REGISTRY
 
 CHECK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+# A host name as settings.CASEHUB_HOST_NAME gives it (socket.gethostname() by default).
+HOST_NAME_SCHEMA = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"}
 SPEC_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
 # A run is one Celery task with a time limit; no single check may hold it longer than this.
 MAX_TIMEOUT_S = 60
@@ -94,6 +96,7 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
                 "interval": {"type": "number", "minimum": 1},
                 "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
                 "grace_period": {"type": "number", "minimum": 0},
+                "host": HOST_NAME_SCHEMA,
             },
         },
         "checks": {
@@ -108,6 +111,8 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
                     "interval": {"type": "number", "minimum": 1},
                     "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
                     "grace_period": {"type": "number", "minimum": 0},
+                    # Only the runner of this host runs the check (see HealthCheck.host).
+                    "host": HOST_NAME_SCHEMA,
                     "params": {"type": "object"},
                 },
             },
@@ -181,6 +186,8 @@ def document_validate(data: Any) -> tuple[dict, dict[str, list[str]]]:
             "grace_period": float(raw.get("grace_period", defaults["grace_period"])),
             "params": raw.get("params", {}),
         }
+        if host := raw.get("host", defaults.get("host")):
+            check["host"] = host  # absent when not given: documents from before hosts stay equal
         checks.append(check)
         if check["name"] in seen:
             first = seen[check["name"]]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -275,10 +274,11 @@ class IngestionRunAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         path = IngestionRun.objects.filter(pk=run_id).values_list("payload_path", flat=True).first()
-        if not path or not default_storage.exists(path):
+        storage = services.payload_storage()
+        if not path or not storage.exists(path):
             raise Http404("No raw payload: unknown run, or purged past its time-to-live.")
         return FileResponse(
-            default_storage.open(path, "rb"), as_attachment=True, filename=path.rsplit("/", 1)[-1]
+            storage.open(path, "rb"), as_attachment=True, filename=path.rsplit("/", 1)[-1]
         )
 
     def get_readonly_fields(self, request, obj=None):

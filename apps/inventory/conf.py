@@ -52,3 +52,21 @@ def csv_max_bytes() -> int:
 def signal_window_days() -> int:
     """Shopper signals this recent count as features of the prediction."""
     return settings.INVENTORY_SIGNAL_WINDOW_DAYS
+
+
+PAYLOAD_STORES = ("database", "storage")
+
+
+def payload_store() -> str:
+    """Where raw feed payloads live: "database" (PostgreSQL) or "storage" (a Django storage alias)."""
+    store = settings.INVENTORY_PAYLOAD_STORE
+    if store not in PAYLOAD_STORES:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"INVENTORY_PAYLOAD_STORE must be one of {PAYLOAD_STORES}, not {store!r}.")
+    return store
+
+
+def payload_storage_alias() -> str:
+    """The STORAGES alias payloads go to when INVENTORY_PAYLOAD_STORE is "storage"."""
+    return settings.INVENTORY_PAYLOAD_STORAGE

@@ -225,6 +225,11 @@ class IngestionRun(models.Model):
             models.CheckConstraint(
                 condition=Q(attempts__lte=models.F("max_attempts")), name="run_attempts_lte_max"
             ),
+            # One run of a store at a time: two feeds of a store written concurrently would
+            # interleave their batches. The claim's SQL decides the order; this guards it.
+            models.UniqueConstraint(
+                fields=["store"], condition=Q(status="running"), name="run_one_running_per_store"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -233,6 +238,20 @@ class IngestionRun(models.Model):
     @property
     def progress_pct(self) -> int:
         return int(100 * self.items_done / self.items_total) if self.items_total else 0
+
+
+class PayloadChunk(models.Model):
+    """A piece of a raw feed payload kept in PostgreSQL (INVENTORY_PAYLOAD_STORE = "database"), so
+    that any worker on any host reads any feed, and the purge deletes it from anywhere."""
+
+    pk = models.CompositePrimaryKey("name", "seq")
+    # The storage name a run's payload_path holds.
+    name = models.CharField(max_length=300)
+    seq = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    def __str__(self) -> str:
+        return f"{self.name}#{self.seq}"
 
 
 class ItemRejection(models.Model):

@@ -1,9 +1,11 @@
-"""Real local targets the health tests start: a threaded HTTP server and a gRPC health server."""
+"""Real local targets the health tests start: a threaded HTTP server, a gRPC health server and a TCP
+listener that counts connections."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import sys
 import threading
 import time
@@ -95,3 +97,47 @@ def grpc_health_server():
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class TcpListener:
+    """A loopback TCP listener that accepts and closes every connection, counting them."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            self._accept_waiting()
+
+    def _accept_waiting(self) -> None:
+        try:
+            while True:
+                conn, _ = self.sock.accept()
+                conn.close()
+                self.accepted += 1
+        except (TimeoutError, BlockingIOError):
+            pass
+
+    def drain(self) -> int:
+        """Stop serving; accept what is still queued (connections the kernel already completed)."""
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.setblocking(False)
+        self._accept_waiting()
+        return self.accepted
+
+
+@contextlib.contextmanager
+def tcp_listener():
+    listener = TcpListener()
+    listener._thread.start()
+    try:
+        yield listener
+    finally:
+        listener.drain()
+        listener.sock.close()

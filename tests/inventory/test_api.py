@@ -43,7 +43,7 @@ def test_json_feed_answers_202_with_a_run_id_and_enqueues_after_commit(
     assert response.json() == {"run_id": run.pk, "status": "queued", "items_total": 3}
     assert len(callbacks) == 1  # the task is sent only once the run is committed
     assert run.payload_path.endswith(".json") and run.payload_expires_at > run.created_at
-    with open(services.default_storage.path(run.payload_path), "rb") as fh:
+    with services.payload_storage().open(run.payload_path, "rb") as fh:
         assert json.load(fh)["items"][0]["sku"] == skus[0]  # raw payload persisted before processing
 
     services.ingestion_run_process(run_id=run.pk)

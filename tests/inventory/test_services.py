@@ -7,7 +7,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -315,9 +314,10 @@ def test_each_batch_of_1000_items_costs_at_most_three_statements():
     statements = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
     copies = [sql for sql in statements if sql.startswith("COPY")]
     assert len(copies) == 6
-    # Per run: claim, context (catalog + prior state + signals + guardrails + model), staging
-    # table, finish; per batch: COPY + one upsert-and-progress statement.
-    assert len(statements) == 4 + 2 * 6, statements
+    # Per run: claim, payload (one read from the payload store), context (catalog + prior state
+    # + signals + guardrails + model), staging table, finish; per batch: COPY + one
+    # upsert-and-progress statement.
+    assert len(statements) == 5 + 2 * 6, statements
     assert len(statements) / 6 <= 3
     run.refresh_from_db()
     assert run.created == 6000
@@ -338,7 +338,7 @@ def test_failed_run_is_queued_for_retry_until_attempts_run_out():
     store = StoreFactory()
     catalog_create(store.merchant, 1)
     run = services.feed_submit_json(store=store, body=feed_body([]), enqueue=False)
-    default_storage.delete(run.payload_path)  # the payload vanished: every attempt fails
+    services.payload_storage().delete(run.payload_path)  # the payload vanished: every attempt fails
     outcomes = [services.ingestion_run_process(run_id=run.pk) for _ in range(4)]
     assert outcomes == ["retry", "retry", "failed", "skipped"]
     run.refresh_from_db()
@@ -412,14 +412,15 @@ def test_purge_enforces_ttls_in_batches():
     ItemRejection.objects.filter(run_id=old.pk).update(created_at=past)
     ShopperSignal.objects.create(store=store, sku=skus[0], found=True, created_at=past)
     ShopperSignal.objects.create(store=store, sku=skus[0], found=False, created_at=timezone.now())
-    assert default_storage.exists(old.payload_path)
+    storage = services.payload_storage()
+    assert storage.exists(old.payload_path)
 
     assert services.inventory_purge_expired(batch_size=1) == {"payloads": 1, "rejections": 1, "signals": 1}
     old.refresh_from_db()
-    assert old.payload_path == "" and not default_storage.exists(
+    assert old.payload_path == "" and not storage.exists(
         IngestionRun.objects.get(pk=old.pk).payload_path or "inventory/none"
     )
-    assert default_storage.exists(new.payload_path)
+    assert storage.exists(new.payload_path)
     assert list(ItemRejection.objects.values_list("run_id", flat=True)) == [new.pk]
     assert ShopperSignal.objects.count() == 1
 
@@ -511,17 +512,16 @@ def test_runs_of_one_store_apply_one_at_a_time_oldest_first():
     other_store = StoreFactory(merchant=store.merchant)
     other = services.feed_submit_json(store=other_store, body=feed_body(feed_items(skus)), enqueue=False)
 
-    # A worker that picks the newer feed first waits for the older one (it would be overwritten).
+    # A worker that picks the newer feed first does not run it (it would be overwritten)...
     assert services.ingestion_run_process(run_id=newer.pk) == "waiting"
-    beat = newer.heartbeat_at
     newer.refresh_from_db()
     assert (newer.status, newer.attempts) == (RunStatus.QUEUED, 0)
-    assert newer.heartbeat_at > beat  # looked after: not stale, not queued twice
     assert not InventoryItem.objects.filter(store=store).exists()
-    assert services.ingestion_run_process(run_id=other.pk) == "succeeded"  # other stores go on
-
-    assert services.ingestion_run_process(run_id=older.pk) == "succeeded"
-    assert services.ingestion_run_process(run_id=newer.pk) == "succeeded"
+    # ...and takes the next runnable run instead, oldest first; the newer one is never a candidate.
+    assert services.ingestion_run_process_next() == (older.pk, "succeeded")
+    assert services.ingestion_run_process_next() == (newer.pk, "succeeded")
+    assert services.ingestion_run_process_next() == (other.pk, "succeeded")
+    assert services.ingestion_run_process_next() is None
     assert set(InventoryItem.objects.filter(store=store).values_list("price_cents", flat=True)) == {
         200,
         210,

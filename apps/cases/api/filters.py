@@ -113,7 +113,10 @@ def dynamic_field_q(name: str, raw: str, op: str | None) -> Q:
 class CaseFilterSet(django_filters.FilterSet):
     # Explicit labels: django-filter otherwise derives each from model metadata on every request.
     queue = django_filters.CharFilter(field_name="queue__slug", label="Queue slug")
-    status = django_filters.MultipleChoiceFilter(choices=Status.choices, label="Status")
+    # django-filter's multiple-choice filters add DISTINCT, in case the field crosses a to-many join.
+    # Status is a column of the case itself, so no row can repeat, and the DISTINCT made every count
+    # a hash aggregate over all the selected columns.
+    status = django_filters.MultipleChoiceFilter(choices=Status.choices, label="Status", distinct=False)
     priority = django_filters.TypedChoiceFilter(choices=Priority.choices, coerce=int, label="Priority")
     channel = django_filters.ChoiceFilter(choices=Channel.choices, label="Channel")
     location = django_filters.ChoiceFilter(choices=Location.choices, label="Location")

@@ -23,6 +23,7 @@ from apps.cases.api.serializers import (
     SignalSerializer,
 )
 from apps.cases.models import Source
+from apps.core.api.pagination import CappedCountPagination
 from apps.core.idempotency import idempotent
 
 DYNAMIC_FIELD_PARAMETERS = [
@@ -48,6 +49,8 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     permission_classes = [CasePermission]
     filterset_class = CaseFilterSet
     serializer_class = CaseSerializer
+    # A broad filter can match millions of cases: its count is capped, not exact.
+    pagination_class = CappedCountPagination
 
     def get_queryset(self):
         if self.action == "retrieve":

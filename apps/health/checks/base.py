@@ -41,6 +41,8 @@ class CheckContext:
     grace_period_s: float = 0.0
     state: dict = field(default_factory=dict)
     lease_token: str = ""
+    # The host this run happens on (settings.CASEHUB_HOST_NAME).
+    host: str = ""
 
 
 class Check:
@@ -49,11 +51,15 @@ class Check:
     `params_schema` (JSON Schema of the `params` object) is enforced at admission;
     `validate_params` adds the rules a schema cannot express (regexes compile, URLs parse).
     `run()` must finish within `ctx.timeout_s` where it can (pass it to sockets and clients);
-    the runner records a timeout and stops waiting either way.
+    the runner records a timeout and stops waiting either way. `ctx.state` is the state the
+    check's last run returned (on this host, for a `host_local` type).
     """
 
     type_name: ClassVar[str] = ""
     params_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    # Reads the runner's own files (a log): the check runs only on the host it is pinned to, and
+    # the runner keeps its state per host (an offset means nothing in another machine's file).
+    host_local: ClassVar[bool] = False
 
     def __init__(self, ctx: CheckContext) -> None:
         self.ctx = ctx

@@ -1,7 +1,8 @@
 """Log grep: count lines matching a pattern in a log file, fail when a window holds too many.
 
 The file offset, inode, a fingerprint of the file's head and recent match counts live in the
-check's state, so any runner resumes where the last one stopped. With `stream: true` the file
+check's state, kept per host by the runner (the check runs only on the host it is pinned to), so
+a restarted runner resumes where the last one stopped. With `stream: true` the file
 handle stays open between runs in the process that ran it (see apps.health.streams).
 
 Rotation loses no line that can still be read. Renamed away (`app.log` -> `app.log.1`, a new
@@ -120,6 +121,7 @@ def _copied_file(path: str, *, offset: int, head: list | None, current_inode: in
 @register
 class LogGrepCheck(Check):
     type_name = "log_grep"
+    host_local = True
     params_schema = {
         "type": "object",
         "additionalProperties": False,

@@ -4,9 +4,8 @@ the out-of-stock model and purge; engine holds the run's SQL and batch writer.
 Callers use `services.<name>`; the names are re-exported here so they need not know the modules.
 """
 
-# The storage feeds are written to and runs read from (tests open a run's raw payload through it).
-from django.core.files.storage import default_storage
-
+# The store feeds are written to and runs read from (tests open a run's raw payload through it).
+from apps.inventory.payloads import payload_storage
 from apps.inventory.services.engine import HEARTBEAT_S, ClaimLost, copy_text
 from apps.inventory.services.feeds import (
     CSV_CONTENT_TYPES,
@@ -24,6 +23,7 @@ from apps.inventory.services.review import held_items_approve, held_items_reject
 from apps.inventory.services.runs import (
     ingestion_run_busy_retry,
     ingestion_run_process,
+    ingestion_run_process_next,
     ingestion_run_requeue,
     ingestion_runs_requeue_stale,
 )
@@ -38,7 +38,6 @@ __all__ = [
     "ClaimLost",
     "copy_text",
     "csv_upload_check_size",
-    "default_storage",
     "feed_submit_csv",
     "feed_submit_csv_upload",
     "feed_submit_json",
@@ -46,9 +45,11 @@ __all__ = [
     "held_items_reject",
     "ingestion_run_busy_retry",
     "ingestion_run_process",
+    "ingestion_run_process_next",
     "ingestion_run_requeue",
     "ingestion_runs_requeue_stale",
     "inventory_purge_expired",
     "oos_model_train",
+    "payload_storage",
     "shopper_signal_record",
 ]

@@ -27,11 +27,11 @@ from apps.inventory import conf, pipeline
 
 logger = logging.getLogger(__name__)
 
-CLAIM_SQL = """
+_CLAIM_TEMPLATE = """
 UPDATE inventory_ingestionrun r SET status = 'running', claim_token = %(token)s, attempts = r.attempts + 1,
     heartbeat_at = clock_timestamp(), started_at = COALESCE(r.started_at, clock_timestamp()), error = ''
 FROM inventory_store s
-WHERE r.id = %(run)s AND s.id = r.store_id AND r.attempts < r.max_attempts
+WHERE r.id = __RUN__ AND s.id = r.store_id AND r.attempts < r.max_attempts
   AND (r.status = 'queued' OR (r.status = 'running' AND r.heartbeat_at < %(stale)s))
   -- One run of a store at a time, oldest first: two feeds of a store written concurrently would
   -- interleave their batches and leave a mix of both, an older price overwriting a newer one.
@@ -45,8 +45,24 @@ RETURNING r.store_id, r.source, r.batch_size, r.batches_done, r.items_done, r.pa
                       ORDER BY g.store_id NULLS FIRST)
      FROM inventory_priceguardrail g WHERE g.store_id = r.store_id OR g.store_id IS NULL),
     (SELECT version FROM inventory_oosmodel WHERE is_current),
-    to_regclass('pg_temp.inventory_stage') IS NOT NULL
+    to_regclass('pg_temp.inventory_stage') IS NOT NULL, r.id
 """
+# The run a message names.
+CLAIM_SQL = _CLAIM_TEMPLATE.replace("__RUN__", "%(run)s")
+# The next runnable run of any store: the oldest unfinished run of a store with nothing in
+# progress. A run another worker is claiming right now is locked, so skipped, and the store's
+# later runs are not candidates while it is unfinished. A run queued again after a failure
+# (attempts > 0) waits out its task's backoff, or the stale window, before anyone else takes it.
+CLAIM_NEXT_SQL = _CLAIM_TEMPLATE.replace(
+    "__RUN__",
+    """(
+    SELECT c.id FROM inventory_ingestionrun c
+    WHERE c.status IN ('queued', 'running') AND c.attempts < c.max_attempts
+      AND ((c.status = 'queued' AND c.attempts = 0) OR c.heartbeat_at < %(stale)s)
+      AND NOT EXISTS (SELECT 1 FROM inventory_ingestionrun o WHERE o.store_id = c.store_id AND o.id < c.id
+                      AND o.status IN ('queued', 'running'))
+    ORDER BY c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED)""",
+)
 
 STAGE_SQL = """
 CREATE TEMP TABLE IF NOT EXISTS inventory_stage (
@@ -133,21 +149,34 @@ SELECT count(*) FROM progress
 BATCH_SQL = _BATCH_TEMPLATE.replace("__STAGED__", "SELECT * FROM inventory_stage")
 BATCH_SQL_NESTED = _BATCH_TEMPLATE.replace("__STAGED__", "DELETE FROM inventory_stage RETURNING *")
 
+# Both end a claim and name the store's next queued run (NULL if none; no row if the claim was
+# lost), so it is handed on to a worker at once: nobody polls a busy store.
 FINISH_SQL = """
-UPDATE inventory_ingestionrun SET status = 'succeeded', finished_at = clock_timestamp(),
-    heartbeat_at = clock_timestamp(), duration_s = extract(epoch FROM clock_timestamp() - started_at),
-    sla_met = clock_timestamp() - created_at <= make_interval(secs => %(sla)s), claim_token = NULL,
-    prediction = %(prediction)s
-WHERE id = %(run)s AND claim_token = %(token)s
+WITH done AS (
+    UPDATE inventory_ingestionrun SET status = 'succeeded', finished_at = clock_timestamp(),
+        heartbeat_at = clock_timestamp(), duration_s = extract(epoch FROM clock_timestamp() - started_at),
+        sla_met = clock_timestamp() - created_at <= make_interval(secs => %(sla)s), claim_token = NULL,
+        prediction = %(prediction)s
+    WHERE id = %(run)s AND claim_token = %(token)s
+    RETURNING store_id
+)
+SELECT (SELECT n.id FROM inventory_ingestionrun n WHERE n.store_id = done.store_id AND n.status = 'queued'
+        AND n.id <> %(run)s ORDER BY n.id LIMIT 1)
+FROM done
 """
 
 FAIL_SQL = """
-UPDATE inventory_ingestionrun SET
-    status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,
-    finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE clock_timestamp() END,
-    error = %(error)s, claim_token = NULL, heartbeat_at = clock_timestamp()
-WHERE id = %(run)s AND claim_token = %(token)s
-RETURNING status
+WITH done AS (
+    UPDATE inventory_ingestionrun SET
+        status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,
+        finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE clock_timestamp() END,
+        error = %(error)s, claim_token = NULL, heartbeat_at = clock_timestamp()
+    WHERE id = %(run)s AND claim_token = %(token)s
+    RETURNING store_id, status
+)
+SELECT status, (SELECT n.id FROM inventory_ingestionrun n WHERE n.store_id = done.store_id
+                AND n.status = 'queued' AND n.id <> %(run)s ORDER BY n.id LIMIT 1)
+FROM done
 """
 
 # Only while the claim is ours; a row the writer's commit holds is skipped: that commit writes

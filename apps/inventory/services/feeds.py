@@ -1,7 +1,7 @@
 """Feeds in: a whole store's JSON or CSV feed is checked, stored raw, and becomes a queued run.
 
-The stored payload is what the run reads back (feed_json_items, feed_csv_rows), so the two
-formats are parsed here and only here.
+The stored payload (in the payload store, apps/inventory/payloads.py) is what the run reads back
+(feed_json_items, feed_csv_rows), so the two formats are parsed here and only here.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import re
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import BinaryIO
 
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
@@ -24,6 +24,7 @@ from apps.core.errors import ApplicationError
 from apps.core.input import JSONDocumentError, json_document_load
 from apps.inventory import conf
 from apps.inventory.models import IngestionRun, RunSource, Store
+from apps.inventory.payloads import payload_storage
 from apps.inventory.services.scheduling import ingestion_run_schedule
 
 CSV_REQUIRED = ("sku", "available")
@@ -52,8 +53,9 @@ def _run_create(
     batch_size: int | None,
     enqueue: bool,
 ) -> IngestionRun:
-    # The raw payload is on storage before the run exists, so a run never points at nothing.
-    path = default_storage.save(f"inventory/feeds/{store.pk}/{uuid.uuid4().hex}.{suffix}", ContentFile(body))
+    # The raw payload is stored before the run exists, so a run never points at nothing.
+    name = f"inventory/feeds/{store.pk}/{uuid.uuid4().hex}.{suffix}"
+    path = payload_storage().save(name, ContentFile(body))
     now = timezone.now()
     with transaction.atomic():
         run = IngestionRun.objects.create(
@@ -181,17 +183,21 @@ def feed_submit_csv_upload(*, store: Store, upload: UploadedFile) -> IngestionRu
     )
 
 
-def feed_json_items(*, path: str) -> list:
+def feed_json_items(*, payload: BinaryIO) -> list:
     """A stored JSON feed's items (checked to be a list when it was submitted)."""
-    with default_storage.open(path, "rb") as fh:
-        return json.load(fh)["items"]
+    return json.load(payload)["items"]
 
 
-def feed_csv_rows(*, path: str) -> Iterator[dict]:
-    """Stream a stored CSV feed as dicts keyed by lower-cased header names."""
-    with default_storage.open(path, "rb") as fh:
-        reader = csv.reader(io.TextIOWrapper(fh, encoding=CSV_ENCODING, newline=""))
+def feed_csv_rows(*, payload: BinaryIO) -> Iterator[dict]:
+    """Stream a stored CSV feed, from where `payload` stands, as dicts keyed by lower-cased header
+    names. The payload stays open (and seekable) for the caller to read again."""
+    text = io.TextIOWrapper(payload, encoding=CSV_ENCODING, newline="")
+    try:
+        reader = csv.reader(text)
         header = _csv_header(reader)
         for row in reader:
             if row:
                 yield dict(zip(header, row, strict=False))
+    finally:
+        # A wrapper closes what it wraps when it goes away; the payload is not ours to close.
+        text.detach()

@@ -1,16 +1,17 @@
 """Retention: raw feed payloads, the rejection log and shopper signals are deleted past their
-time-to-live, in batches, by a beat job."""
+time-to-live, in batches, by a beat job (from any host: payloads are in the shared payload store)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from django.core.files.storage import default_storage
+from django.db import transaction
 from django.utils import timezone
 
 from apps.core.lake import lake_position
 from apps.inventory import conf
 from apps.inventory.models import IngestionRun, ItemRejection, RunStatus, ShopperSignal
+from apps.inventory.payloads import payloads_delete
 
 
 def _delete_in_batches(queryset, batch_size: int) -> int:
@@ -31,9 +32,11 @@ def inventory_purge_expired(*, batch_size: int = 1000) -> dict[str, int]:
         .exclude(status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
     )
     while batch := list(expired.values_list("id", "payload_path")[:batch_size]):
-        for _run_id, path in batch:
-            default_storage.delete(path)
-        IngestionRun.objects.filter(id__in=[run_id for run_id, _ in batch]).update(payload_path="")
+        # With the database store both happen or neither; with a storage backend a payload
+        # deleted before a failed update is deleted again next time (deleting nothing is fine).
+        with transaction.atomic():
+            payloads_delete([path for _run_id, path in batch])
+            IngestionRun.objects.filter(id__in=[run_id for run_id, _ in batch]).update(payload_path="")
         payloads += len(batch)
     rejection_ttl = timedelta(days=conf.rejection_ttl_days())
     expired_rejections = ItemRejection.objects.filter(created_at__lt=now - rejection_ttl)

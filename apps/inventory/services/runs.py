@@ -1,6 +1,7 @@
-"""Ingestion runs: claim a run, process its feed batch by batch to the end (or fail it), and put
-runs back in the queue: stale ones (their worker died, or their message never reached the broker)
-by the beat job, failed ones by ops.
+"""Ingestion runs: claim a run (the one a message names, or else the next runnable run of any
+store), process its feed batch by batch to the end (or fail it) and hand its store's next run on,
+and put runs back in the queue: stale ones (their worker died, or their message never reached the
+broker) by the beat job, failed ones by ops.
 
 The statements and the batch writer are the engine's (services/engine.py); this module decides
 what a run does with them.
@@ -16,13 +17,15 @@ from collections.abc import Iterator
 from datetime import timedelta
 from itertools import islice
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError
 from apps.core.memory import cyclic_gc_paused
 from apps.inventory import conf, pipeline
 from apps.inventory.models import IngestionRun, RunSource, RunStatus
+from apps.inventory.payloads import payload_storage
 from apps.inventory.services import engine
 from apps.inventory.services.feeds import feed_csv_rows, feed_json_items
 from apps.inventory.services.oos_model import oos_predictor
@@ -42,25 +45,53 @@ def ingestion_run_process(*, run_id: int) -> str:
 
     Returns "succeeded", "retry" (failed, attempts left; the run is queued again), "failed",
     "busy" (another worker holds it and heartbeats), "waiting" (an older run of the store is not
-    finished yet), "skipped" (finished, or out of attempts) or "lost" (re-claimed meanwhile).
+    finished yet: that run hands this one on when it ends), "skipped" (finished, or out of
+    attempts) or "lost" (re-claimed meanwhile).
     """
     token = uuid.uuid4()
-    stale = timezone.now() - timedelta(seconds=conf.stale_after_s())
-    with connection.cursor() as cursor:
-        cursor.execute(engine.CLAIM_SQL, {"token": token, "run": run_id, "stale": stale})
-        claimed = cursor.fetchone()
+    claimed = _claim(engine.CLAIM_SQL, {"token": token, "run": run_id, "stale": _stale_before()})
     if claimed is None:
         run = IngestionRun.objects.filter(pk=run_id).only("status", "attempts", "max_attempts").first()
         if run is None or run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             return "skipped"
         if run.status == RunStatus.QUEUED and run.attempts < run.max_attempts:
-            # Not claimable only because an older run of its store goes first. Its task retries
-            # shortly; the heartbeat says so, so the stale check does not queue it a second time.
-            IngestionRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-                heartbeat_at=timezone.now()
-            )
             return "waiting"
         return "busy" if run.status == RunStatus.RUNNING else "skipped"
+    return _process_claimed(run_id, token, claimed)
+
+
+def ingestion_run_process_next() -> tuple[int, str] | None:
+    """Claim the next runnable run of any store (the oldest unfinished run of a store with
+    nothing in progress) and process it: (its id, its outcome as ingestion_run_process says), or
+    None when no run can start now.
+
+    What a worker does instead of waiting on a busy store: runs behind a busy one are handed on
+    when it ends, so a worker that finds nothing returns and nothing is left behind.
+    """
+    token = uuid.uuid4()
+    claimed = _claim(engine.CLAIM_NEXT_SQL, {"token": token, "stale": _stale_before()})
+    if claimed is None:
+        return None
+    run_id = claimed[-1]
+    return run_id, _process_claimed(run_id, token, claimed)
+
+
+def _stale_before():
+    return timezone.now() - timedelta(seconds=conf.stale_after_s())
+
+
+def _claim(sql: str, params: dict) -> tuple | None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+    except IntegrityError:
+        # run_one_running_per_store: another run of the store got there first (a failed older
+        # run re-queued by ops while a newer one starts). Not ours to run now.
+        return None
+
+
+def _process_claimed(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
     try:
         with engine.Heartbeat(run_id, token), cyclic_gc_paused():
             prediction = _run_batches(run_id, token, claimed)
@@ -74,22 +105,39 @@ def ingestion_run_process(*, run_id: int) -> str:
                 engine.FAIL_SQL, {"run": run_id, "token": token, "error": f"{type(exc).__name__}: {exc}"}
             )
             row = cursor.fetchone()
-        return "retry" if row and row[0] == RunStatus.QUEUED else "failed"
+        if row and row[0] == RunStatus.QUEUED:
+            return "retry"  # still the store's next run: its task retries it after a backoff
+        _hand_on(row)
+        return "failed"
     with connection.cursor() as cursor:
         cursor.execute(
             engine.FINISH_SQL, {"run": run_id, "token": token, "sla": claimed[10], "prediction": prediction}
         )
+        _hand_on(cursor.fetchone())
     return "succeeded"
 
 
+def _hand_on(row: tuple | None) -> None:
+    """Send the store's next queued run (the last column of a finish/fail row) to a worker."""
+    if row is not None and row[-1] is not None:
+        ingestion_run_schedule(run_id=row[-1])
+
+
 def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
+    # Read from the shared payload store into a local file once, before any batch: the writer
+    # thread then has the session to itself, and a CSV feed is read twice from the local copy.
+    with payload_storage().open(claimed[5], "rb") as payload:
+        return _run_payload(run_id, token, claimed, payload)
+
+
+def _run_payload(run_id: int, token: uuid.UUID, claimed: tuple, payload) -> str:
     (
         store_id,
         source,
         batch_size,
         batches_done,
         items_done,
-        payload_path,
+        _payload_path,
         by_reason,
         merchant_id,
         markup_bps,
@@ -98,6 +146,7 @@ def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
         guardrails,
         model_version,
         has_stage,
+        _run_id,
     ) = claimed
     # Django's connection hands JSONB back as text.
     by_reason = json.loads(by_reason) if isinstance(by_reason, str) else dict(by_reason or {})
@@ -105,11 +154,12 @@ def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
     # not even be sent, and would fail the run instead of being rejected on its own.
     valid_sku = pipeline.valid_sku
     if source == RunSource.API:
-        items = feed_json_items(path=payload_path)
+        items = feed_json_items(payload=payload)
         skus = list({sku for item in items if type(item) is dict and valid_sku(sku := item.get("sku"))})
     else:
         items = None
-        skus = list({sku for row in feed_csv_rows(path=payload_path) if valid_sku(sku := row.get("sku"))})
+        skus = list({sku for row in feed_csv_rows(payload=payload) if valid_sku(sku := row.get("sku"))})
+        payload.seek(0)
     now = timezone.now()
     ctx = pipeline.StoreContext(
         store_id=store_id,
@@ -143,7 +193,7 @@ def _run_batches(run_id: int, token: uuid.UUID, claimed: tuple) -> str:
             engine.stage_table_create(cursor)
     del skus
 
-    rows_iter = items if items is not None else feed_csv_rows(path=payload_path)
+    rows_iter = items if items is not None else feed_csv_rows(payload=payload)
     if items_done:
         # Resume: the committed batches' SKUs still count for duplicate detection.
         head = list(islice(rows_iter, items_done)) if items is None else items[:items_done]
@@ -209,12 +259,19 @@ def ingestion_runs_requeue_stale(*, stale_after_s: float | None = None, limit: i
         seconds=conf.stale_after_s() if stale_after_s is None else stale_after_s
     )
     requeued: list[int] = []
+    unfinished = [RunStatus.QUEUED, RunStatus.RUNNING]
+    # Only the head of each store's line: a run behind an unfinished one is handed on when that
+    # one ends, however long it has been waiting.
+    older_unfinished = IngestionRun.objects.filter(
+        store_id=OuterRef("store_id"), id__lt=OuterRef("id"), status__in=unfinished
+    )
     with transaction.atomic():
         runs = list(
             IngestionRun.objects.select_for_update(skip_locked=True)
-            .filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING], heartbeat_at__lt=cutoff)
+            .filter(status__in=unfinished, heartbeat_at__lt=cutoff)
+            .filter(~Exists(older_unfinished))
             .order_by("id")
-            .only("id", "attempts", "max_attempts")[:limit]
+            .only("id", "store_id", "attempts", "max_attempts")[:limit]
         )
         now = timezone.now()
         for run in runs:
@@ -234,6 +291,17 @@ def ingestion_runs_requeue_stale(*, stale_after_s: float | None = None, limit: i
         )
         for run_id in requeued:
             ingestion_run_schedule(run_id=run_id)
+        # A run given up on frees its store: hand the store's next run on.
+        given_up = [run.store_id for run in runs if run.status == RunStatus.FAILED]
+        if given_up:
+            next_runs = (
+                IngestionRun.objects.filter(store_id__in=given_up, status=RunStatus.QUEUED)
+                .order_by("store_id", "id")
+                .distinct("store_id")
+                .values_list("id", flat=True)
+            )
+            for run_id in next_runs:
+                ingestion_run_schedule(run_id=run_id)
     return requeued
 
 

@@ -9,7 +9,9 @@ from apps.core.api.fields import StrictIsoDateTimeFilter
 
 
 class HubCaseFilterSet(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=Status.choices, label="Status (repeatable)")
+    # A column of the case itself: no join can repeat rows, so no DISTINCT (a hash over every column).
+    status = django_filters.MultipleChoiceFilter(choices=Status.choices, label="Status (repeatable)",
+                                                 distinct=False)
     created_after = StrictIsoDateTimeFilter(field_name="created_at", lookup_expr="gte",
                                             label="Created at or after")
     created_before = StrictIsoDateTimeFilter(field_name="created_at", lookup_expr="lt",

@@ -1,4 +1,4 @@
-"""`make run`: migrate, seed the demo once, then supervise web, worker and beat in the foreground.
+"""`make run`: migrate, seed the demo once, then supervise web, worker(s) and beat in the foreground.
 
 One stack per var directory: a second one refuses before touching anything. The supervisor
 restarts a child or an embedded service that dies (config/supervisor.py); Ctrl-C stops the
@@ -22,12 +22,15 @@ from config.supervisor import RestartPolicy, Supervisor
 
 
 class Command(BaseCommand):
-    help = "Run the whole system: ASGI web + websockets, one Celery worker and Celery beat."
+    help = "Run the whole system: ASGI web + websockets, Celery worker(s) and Celery beat."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-seed", action="store_true")
+        parser.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                            help="Celery worker processes to run, each supervised on its own "
+                                 "(make run WORKERS=N)")
         parser.add_argument(
             "--command", action="append", dest="commands", metavar="NAME=COMMAND", type=_named_command,
             help="supervise this command instead of the web server, worker and beat (repeatable)",
@@ -37,7 +40,7 @@ class Command(BaseCommand):
                                  "crash-looping: everything stops")
         parser.add_argument("--restart-window", type=float, default=RestartPolicy.window, metavar="SECONDS")
 
-    def handle(self, *args, host, port, no_seed, commands, restart_limit, restart_window, **options):
+    def handle(self, *args, host, port, no_seed, workers, commands, restart_limit, restart_window, **options):
         # Before anything else: a second stack on the same var dir must not migrate under the first.
         try:
             stack = embedded.stack_register(url=f"http://{host}:{port}/")
@@ -50,7 +53,7 @@ class Command(BaseCommand):
             settings.CASEHUB_BASE_URL = settings.CASEHUB_BASE_URL or f"http://{host}:{port}"
             if not no_seed:
                 call_command("seed_demo", no_progress=True)
-            children, env = (dict(commands), {}) if commands else _commands(host, port)
+            children, env = (dict(commands), {}) if commands else _commands(host, port, workers)
             supervisor = Supervisor(
                 children, cwd=settings.BASE_DIR, env=env,
                 services=stack["services"], policy=RestartPolicy(limit=restart_limit, window=restart_window),
@@ -77,18 +80,23 @@ class Command(BaseCommand):
         self.stdout.write("Press Ctrl-C to stop.\n")
 
 
-def _commands(host, port) -> tuple[dict[str, list[str]], dict[str, str]]:
+def _commands(host, port, workers: int = 1) -> tuple[dict[str, list[str]], dict[str, str]]:
     """The children to supervise, and the environment they get on top of this one."""
     py = sys.executable
     commands = {
         "web": [py, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
                 "--lifespan", "off", "--no-access-log", "--log-config", str(_uvicorn_log_config())],
-        "worker": [py, "-m", "celery", "-A", "config", "worker",
-                   "-Q", ",".join(settings.CELERY_QUEUES_ALL),
-                   "-c", "2", "-n", "casehub@%h", "--loglevel", "INFO"],
-        "beat": [py, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
-                 "-S", "django_celery_beat.schedulers:DatabaseScheduler"],
     }
+    # Each worker is a child of its own (restarted on its own) with its own node name, as
+    # separate hosts would be; "worker" stays the first one's name.
+    for n in range(1, workers + 1):
+        suffix = "" if n == 1 else f"-{n}"
+        commands[f"worker{suffix}"] = [
+            py, "-m", "celery", "-A", "config", "worker", "-Q", ",".join(settings.CELERY_QUEUES_ALL),
+            "-c", "2", "-n", f"casehub{suffix}@%h", "--loglevel", "INFO",
+        ]
+    commands["beat"] = [py, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
+                        "-S", "django_celery_beat.schedulers:DatabaseScheduler"]
     env = {}
     if not settings.CASEHUB_CONTEXT_URL and not settings.CASEHUB_CONTEXT_TYPE_URLS:
         # No outside systems configured: the demo stand-in serves them, on a loopback port of its own.
@@ -102,6 +110,13 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
 
 
 def _named_command(value: str) -> tuple[str, list[str]]:
