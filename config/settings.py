@@ -415,6 +415,9 @@ CASEHUB_INBOUND_QUEUE = env("CASEHUB_INBOUND_QUEUE", default="email")
 CASEHUB_ATTACHMENT_MAX_BYTES = env.int("CASEHUB_ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
 CASEHUB_ATTACHMENT_MAX_COUNT = env.int("CASEHUB_ATTACHMENT_MAX_COUNT", default=5)
 
+# Case lists count at most this many matches (beyond it: the cap, with count_capped true).
+API_COUNT_CAP = env.int("API_COUNT_CAP", default=1000)
+
 # Support metrics: a resolved case reopened (or followed up by the same customer about the same
 # delivery) within this many days counts against DWR and FCR (apps/cases/metric_definitions.py).
 METRICS_REOPEN_WINDOW_DAYS = env.int("METRICS_REOPEN_WINDOW_DAYS", default=7)
