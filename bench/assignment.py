@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import queue
 import random
 import time
+import traceback
 
 from _harness import emit, parse_args, percentile, setup, teardown
 
@@ -100,6 +102,15 @@ def bare_claim(batch: int) -> tuple[int, float]:
 
 
 def worker(batch: int, out) -> None:
+    try:
+        _work(batch, out)
+    except BaseException:
+        # The parent waits for one answer per worker: a failure is an answer too, never a hang.
+        out.put(traceback.format_exc())
+        raise
+
+
+def _work(batch: int, out) -> None:
     from django.db import connection
 
     from apps.assignment import counters
@@ -160,7 +171,19 @@ def run(cases_n: int, agents_n: int, queues_n: int, processes: int, batch: int) 
     start = time.perf_counter()
     for proc in procs:
         proc.start()
-    results = [out.get() for _ in procs]
+    results = []
+    while len(results) < len(procs):
+        try:
+            results.append(out.get(timeout=1))
+        except queue.Empty:
+            # A worker killed outside Python (a signal, the OOM killer) never answers.
+            died = sum(proc.exitcode not in (None, 0) for proc in procs)
+            if died > sum(isinstance(r, str) for r in results):
+                codes = [proc.exitcode for proc in procs]
+                raise SystemExit(f"a batch worker died: exit codes {codes}") from None
+    failed = [r for r in results if isinstance(r, str)]
+    if failed:
+        raise SystemExit(f"a batch worker failed:\n{failed[0]}")
     wall = time.perf_counter() - start
     for proc in procs:
         proc.join()
