@@ -5,9 +5,14 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-# Settings give an ASGI process a connection pool (see DB_POOL_MAX_SIZE there).
+# Settings give an ASGI process a connection pool (see DB_POOL_MAX_SIZE there). The flag is for
+# this process's settings only: a process started from here (a test's worker, a benchmark that
+# forks) must not inherit it, or it would share pooled connections across a fork.
+_asgi_flag_ours = "CASEHUB_ASGI" not in os.environ
 os.environ.setdefault("CASEHUB_ASGI", "1")
 django_asgi_app = get_asgi_application()  # must run before importing consumers
+if _asgi_flag_ours:
+    del os.environ["CASEHUB_ASGI"]
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -55,3 +55,13 @@ def test_no_module_outgrows_one_screenful_of_use_cases():
     sizes = {str(p.relative_to(APPS)): len(p.read_text().splitlines()) for p in MODULES}
     long = {name: lines for name, lines in sizes.items() if lines > MAX_LINES}
     assert not long, f"split these into a package of one use case per module: {long}"
+
+
+def test_the_asgi_entry_point_leaves_no_flag_for_the_processes_it_starts():
+    """CASEHUB_ASGI gives the server its connection pool; a worker or a forking benchmark started
+    from a process that loaded config.asgi (tests do) would otherwise share pooled connections."""
+    import os
+
+    import config.asgi  # noqa: F401
+
+    assert "CASEHUB_ASGI" not in os.environ
