@@ -84,3 +84,26 @@ def emit(result: dict) -> None:
     """Print the benchmark's one JSON object as the last line of stdout."""
     sys.stdout.flush()
     print(json.dumps(result, sort_keys=False), flush=True)
+
+
+def cpu_seconds(pids) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each live process of `pids`."""
+    import psutil
+
+    seconds = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        seconds[pid] = times.user + times.system
+    return seconds
+
+
+def postgres_pids(postmaster: int | None) -> list[int]:
+    """The PostgreSQL server's processes: the postmaster and its backends and helpers."""
+    import psutil
+
+    if not postmaster:
+        return []
+    return [postmaster, *(child.pid for child in psutil.Process(postmaster).children())]

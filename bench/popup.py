@@ -52,7 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._harness import emit, parse_args, percentile, setup, teardown
+from bench._harness import cpu_seconds, emit, parse_args, percentile, postgres_pids, setup, teardown
 
 # The bench's Redis databases: broker 4, cache 5, channel layer 6, counters and workspace state 7.
 REDIS_DB_OFFSET = 4
@@ -397,19 +397,7 @@ class CpuMeter:
     def _sample(self) -> dict:
         import psutil
 
-        def cpu(pids) -> dict[int, float]:
-            seconds = {}
-            for pid in pids:
-                try:
-                    t = psutil.Process(pid).cpu_times()
-                except psutil.NoSuchProcess:
-                    continue
-                seconds[pid] = t.user + t.system
-            return seconds
-
-        db = []
-        if self.postmaster:
-            db = [self.postmaster, *(child.pid for child in psutil.Process(self.postmaster).children())]
+        cpu, db = cpu_seconds, postgres_pids(self.postmaster)
         machine = psutil.cpu_times()
         return {"web": cpu(s.proc.pid for s in self.servers), "db": cpu(db),
                 "redis": cpu([self.redis] if self.redis else []), "client": {0: time.process_time()},

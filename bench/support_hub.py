@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._harness import emit, parse_args, percentile, setup, teardown
+from bench._harness import cpu_seconds, emit, parse_args, percentile, postgres_pids, setup, teardown
 
 GOALS_MS = {"list": 50.0, "thread": 80.0}  # p99 of the case list and of a thread
 LIST_URL = "/api/v1/hub/cases/"
@@ -579,19 +579,7 @@ class CpuMeter:
     def _sample(self) -> dict:
         import psutil
 
-        def cpu(pids) -> dict[int, float]:
-            seconds = {}
-            for pid in pids:
-                try:
-                    t = psutil.Process(pid).cpu_times()
-                except psutil.NoSuchProcess:
-                    continue
-                seconds[pid] = t.user + t.system
-            return seconds
-
-        db = []
-        if self.postmaster:
-            db = [self.postmaster, *(child.pid for child in psutil.Process(self.postmaster).children())]
+        cpu, db = cpu_seconds, postgres_pids(self.postmaster)
         machine = psutil.cpu_times()
         return {"client": {0: time.process_time()}, "server": cpu(self.server.pids()), "db": cpu(db),
                 "busy": {0: machine.user + machine.system + machine.nice + machine.irq + machine.softirq},

@@ -88,9 +88,6 @@ class DatabasePayloadStorage(Storage):
             raise FileNotFoundError(f"No payload named {name!r}.")
         return int(total)
 
-    def url(self, name: str) -> str:
-        raise NotImplementedError("Payloads are served by the admin download view, not by URL.")
-
 
 def _pieces(content) -> Iterable[bytes]:
     if hasattr(content, "seek"):
