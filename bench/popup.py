@@ -52,7 +52,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._harness import cpu_seconds, emit, parse_args, percentile, postgres_pids, setup, teardown
+from bench._harness import (
+    cpu_seconds,
+    emit,
+    parse_args,
+    percentile,
+    postgres_pids,
+    settle_client_heap,
+    setup,
+    teardown,
+)
 
 # The bench's Redis databases: broker 4, cache 5, channel layer 6, counters and workspace state 7.
 REDIS_DB_OFFSET = 4
@@ -178,7 +187,7 @@ class Server:
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-                "--port", str(self.port), "--lifespan", "off", "--no-access-log"]
+                "--port", str(self.port), "--lifespan", "on", "--no-access-log"]
         env = os.environ | {"CASEHUB_DB_NAME": db_name, "CASEHUB_EMBEDDED_QUIET": "1"}
         self.log_path = embedded.var_dir() / f"bench-popup-server-{n}.log"
         self.log = self.log_path.open("wb")
@@ -692,6 +701,7 @@ def run(shape: Shape, db_name: str) -> dict:
     started = time.perf_counter()
     agents = build(max(shape.pollers, shape.ws_clients))
     build_s = time.perf_counter() - started
+    settle_client_heap()
     connections.close_all()  # its counters reported now, before the phase's first reading
     stats = DbTransactions(db_name)
     servers = [Server(db_name, n) for n in range(2)]

@@ -39,7 +39,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._harness import cpu_seconds, emit, parse_args, percentile, postgres_pids, setup, teardown
+from bench._harness import (
+    cpu_seconds,
+    emit,
+    parse_args,
+    percentile,
+    postgres_pids,
+    settle_client_heap,
+    setup,
+    teardown,
+)
 
 GOALS_MS = {"list": 50.0, "thread": 80.0}  # p99 of the case list and of a thread
 LIST_URL = "/api/v1/hub/cases/"
@@ -469,7 +478,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         # The web command of `make run` (apps/core/management/commands/runstack.py), plus --workers.
         argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-                "--port", str(self.port), "--lifespan", "off", "--no-access-log", "--workers", str(workers)]
+                "--port", str(self.port), "--lifespan", "on", "--no-access-log", "--workers", str(workers)]
         env = os.environ | {"CASEHUB_DB_NAME": db_name, "CASEHUB_EMBEDDED_QUIET": "1"}
         self.log_path = embedded.var_dir() / "bench-support_hub-server.log"
         self.log = self.log_path.open("wb")
@@ -728,6 +737,7 @@ def run(shape: Shape, db_name: str, *, workers: int, explain: bool) -> dict:
     queries = endpoint_queries(users, data, explain=False)
     step = max(1, len(users) // shape.clients)
     clients = users[::step][:shape.clients]
+    settle_client_heap()
 
     server = Server(db_name, workers)
     try:

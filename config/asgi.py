@@ -2,7 +2,7 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Settings give an ASGI process a connection pool (see DB_POOL_MAX_SIZE there). The flag is for
@@ -10,7 +10,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # forks) must not inherit it, or it would share pooled connections across a fork.
 _asgi_flag_ours = "CASEHUB_ASGI" not in os.environ
 os.environ.setdefault("CASEHUB_ASGI", "1")
-django_asgi_app = get_asgi_application()  # must run before importing consumers
+django.setup(set_prefix=False)  # what get_asgi_application() does; must run before importing consumers
 if _asgi_flag_ours:
     del os.environ["CASEHUB_ASGI"]
 
@@ -19,12 +19,15 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from apps.assignment.api.fastpoll import PollFastPath  # noqa: E402
+from config.heap import ASGIRequestHandler, ServerHeap  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
+django_asgi_app = ASGIRequestHandler()
+
+application = ServerHeap(ProtocolTypeRouter(
     {
         # The workspace's short poll skips the Django request cycle when Redis alone can answer.
         "http": PollFastPath(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
-)
+))

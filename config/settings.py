@@ -144,7 +144,7 @@ def redis_url(db: int) -> str:
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "apps.core.cache.SharedPoolRedisCache",
         "LOCATION": redis_url(1),
         "KEY_PREFIX": "casehub",
         "KEY_FUNCTION": "apps.core.tenancy.cache_key",  # sandbox entries apart from production's

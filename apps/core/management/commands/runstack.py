@@ -85,7 +85,7 @@ def _commands(host, port, workers: int = 1) -> tuple[dict[str, list[str]], dict[
     py = sys.executable
     commands = {
         "web": [py, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
-                "--lifespan", "off", "--no-access-log", "--log-config", str(_uvicorn_log_config())],
+                "--lifespan", "on", "--no-access-log", "--log-config", str(_uvicorn_log_config())],
     }
     # Each worker is a child of its own (restarted on its own) with its own node name, as
     # separate hosts would be; "worker" stays the first one's name.
