@@ -23,8 +23,33 @@ from apps.core.roles import OPS
 BOARD_REFRESH_S = 5
 
 
+class AgentForm(forms.ModelForm):
+    channel_weights = forms.CharField(
+        required=False, max_length=500,
+        help_text="Units a case of a channel takes from this agent, over its queue's weight, e.g. chat:3;"
+                  "email:1. Empty: every queue's own weights.")
+
+    class Meta:
+        model = Agent
+        fields = ["user", "display_name", "skills", "capacity", "channel_weights", "presence",
+                  "presence_changed_at", "heartbeat_at"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and "channel_weights" in self.fields:
+            weights = self.instance.channel_weights or {}
+            self.initial["channel_weights"] = services.channel_weights_text(weights)
+
+    def clean_channel_weights(self) -> dict[str, int]:
+        weights, errors = services.channel_weights_parse(self.cleaned_data.get("channel_weights") or "")
+        if errors:
+            raise forms.ValidationError(errors)
+        return weights
+
+
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
+    form = AgentForm
     list_display = ["display_name", "user", "presence", "capacity", "presence_changed_at", "heartbeat_at"]
     list_filter = ["presence"]
     list_select_related = ["user"]
@@ -151,8 +176,9 @@ class AgentInviteForm(forms.Form):
     capacity = forms.IntegerField(required=False, min_value=onboarding.CAPACITY_MIN,
                                   max_value=onboarding.CAPACITY_MAX,
                                   help_text=f"Units at once; {onboarding.DEFAULT_CAPACITY} when empty.")
-    channel_weights = forms.CharField(required=False, help_text="Leave empty: a case weighs what its "
-                                                                 "queue's routing config says.")
+    channel_weights = forms.CharField(
+        required=False, help_text="Units a case of a channel takes from this agent, over its queue's "
+                                  "weight, e.g. chat:3. Empty: every queue's own weights.")
 
 
 class AgentQueueInline(admin.TabularInline):

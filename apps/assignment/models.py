@@ -7,6 +7,20 @@ from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import Q
 
+from apps.cases.models import Channel
+
+# The channel weights document, as the queue configs' routing.channel_weights: known channels to
+# whole units from 1 to 100 (apps.cases.services.queue_configs states it for configs).
+_CHANNELS = "|".join(Channel.values)
+_WEIGHTS_PATH = ('$.type() == "object" && !exists($.keyvalue() ? (!(@.key like_regex "^(' + _CHANNELS + ')$")'
+                 ' || @.value.type() != "number" || @.value < 1 || @.value > 100'
+                 ' || @.value.floor() != @.value))')
+
+
+def _weights_valid() -> models.Func:
+    return models.Func(models.F("channel_weights"), models.Value(_WEIGHTS_PATH), function="jsonb_path_match",
+                       template="%(function)s(%(expressions)s::jsonpath)", output_field=models.BooleanField())
+
 
 class Presence(models.TextChoices):
     OFFLINE = "offline", "Offline"
@@ -20,9 +34,13 @@ class Agent(models.Model):
                                 related_name="agent")
     display_name = models.CharField(max_length=150)
     skills = ArrayField(models.CharField(max_length=50), default=list, blank=True)
-    # Most capacity units an agent works at once (a case weighs its queue's channel weight);
-    # assignment never exceeds it (a database trigger on cases_case holds it for every writer).
+    # Most capacity units an agent works at once (a case weighs its queue's channel weight, or the
+    # agent's own below); assignment never exceeds it (a database trigger on cases_case holds it
+    # for every writer).
     capacity = models.PositiveSmallIntegerField(default=3)
+    # The agent's own weights by channel, over every queue's: {"chat": 3} for someone new to chat.
+    # Whole numbers 1-20 per known channel (apps.assignment.services.agent_weights_clean).
+    channel_weights = models.JSONField(default=dict, blank=True)
     presence = models.CharField(max_length=16, choices=Presence.choices, default=Presence.OFFLINE)
     presence_changed_at = models.DateTimeField(null=True, blank=True)
     # The agent's client sends heartbeats; an available agent whose last one is older than
@@ -40,6 +58,7 @@ class Agent(models.Model):
                        ("see_assignment_board", "Can see the assignment board")]
         constraints = [
             models.CheckConstraint(condition=models.Q(capacity__lte=100), name="agent_capacity_sane"),
+            models.CheckConstraint(condition=models.Q(_weights_valid()), name="agent_channel_weights_valid"),
         ]
         indexes = [
             models.Index(fields=["presence"], name="agent_presence_idx",

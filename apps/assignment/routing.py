@@ -1,5 +1,6 @@
 """Routing rules of a queue, as pure logic: which skills a case needs (optional ones relax after
-a wait), what a case weighs by channel, and how a strategy ranks the agents that qualify."""
+a wait), what a case weighs by channel (the queue's weight, or the agent's own for that channel),
+and how a strategy ranks the agents that qualify."""
 
 from __future__ import annotations
 
@@ -66,10 +67,17 @@ class Candidate:
     load: int
     idle_since: float  # epoch seconds of the last assignment or presence change
     queue_priority: dict[int, int]  # queue id -> the agent's priority for it (1 first)
+    # The agent's own weights by channel (Agent.channel_weights), over the queue's: a chat may
+    # weigh 3 units for someone new to chat. Empty for most agents.
+    channel_weights: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def spare(self) -> int:
         return self.capacity - self.load
+
+    def weight(self, channel: str, queue_weight: int) -> int:
+        """The units a case of `channel` takes from this agent (`queue_weight` is its queue's)."""
+        return self.channel_weights.get(channel, queue_weight) if self.channel_weights else queue_weight
 
 
 def score(candidate: Candidate, strategy: str, now: float) -> float:
@@ -89,22 +97,27 @@ class Choice:
     winner: Candidate | None
     removed: dict[str, int]
     top: list[tuple[int, float]]
+    weight: int = 0  # the units the case takes from the winner
 
 
 class _Group:
     """The agents one kind of case may go to (queue, priority tier, skills needed), ranked."""
 
-    __slots__ = ("strategy", "ranked", "spares", "removed")
+    __slots__ = ("strategy", "ranked", "spares", "removed", "own_weights")
 
     def __init__(self, strategy: str, removed: dict[str, int]) -> None:
         self.strategy = strategy
         self.ranked: list[tuple[float, float, int]] = []  # rank keys of members with a spare unit
         self.spares: dict[int, int] = {}  # spare units -> how many members have that many
         self.removed = removed  # the static part of the removed counts
+        # Members with weights of their own: a case weighs differently for them, so neither the
+        # count by spare units nor the stop at the first full agent holds while there are any.
+        self.own_weights: list[Candidate] = []
 
     def fill(self, members: list[Candidate], now: float) -> None:
         for candidate in members:
             self.spares[candidate.spare] = self.spares.get(candidate.spare, 0) + 1
+        self.own_weights = [c for c in members if c.channel_weights]
         self.ranked = sorted(rank_key(c, self.strategy, now) for c in members if c.spare > 0)
 
     def add(self, candidate: Candidate, now: float) -> None:
@@ -165,26 +178,32 @@ class Pools:
         return group
 
     def choose(self, *, queue_id: int, needed: frozenset[str], weight: int, strategy: str,
-               max_priority: int, skip: frozenset[int] | tuple = ()) -> Choice:
+               max_priority: int, skip: frozenset[int] | tuple = (), channel: str = "") -> Choice:
         """The best agent for one case among the agents of its queue whose priority for the
-        queue is at most `max_priority`, who have the skills needed and room for `weight`, and
-        who are not in `skip` (they declined the case or let its offer expire)."""
+        queue is at most `max_priority`, who have the skills needed and room for the case (its
+        queue's `weight`, or the agent's own for `channel`), and who are not in `skip` (they
+        declined the case or let its offer expire)."""
         group = self._group(queue_id, needed, strategy, max_priority)
         removed = dict(group.removed)
+        own = group.own_weights
         removed["full"] = sum(count for spare, count in group.spares.items() if spare < weight)
+        if own:  # recount the agents whose own weight differs from the queue's
+            removed["full"] += sum((c.spare < c.weight(channel, weight)) - (c.spare < weight) for c in own)
         top: list[Candidate] = []
         for key in group.ranked:
             candidate = self.by_id[key[2]]
             if candidate.agent_id in skip:
                 removed["declined"] += 1
-            elif candidate.spare >= weight:
+            elif candidate.spare >= candidate.weight(channel, weight):
                 top.append(candidate)
                 if len(top) == TOP_CANDIDATES:
                     break
-            elif strategy != ROUND_ROBIN:
-                break  # ranked by spare units: nobody further on has room
-        return Choice(winner=top[0] if top else None, removed=removed,
-                      top=[(c.agent_id, score(c, strategy, self.now)) for c in top])
+            elif strategy != ROUND_ROBIN and not own:
+                break  # ranked by spare units, one weight for all: nobody further on has room
+        winner = top[0] if top else None
+        return Choice(winner=winner, removed=removed,
+                      top=[(c.agent_id, score(c, strategy, self.now)) for c in top],
+                      weight=winner.weight(channel, weight) if winner else 0)
 
     def take(self, candidate: Candidate, weight: int) -> None:
         """The agent gets a case: less spare capacity, and last assigned now."""
@@ -200,21 +219,22 @@ class Pools:
 def place_in_tiers(pools: Pools, pending: Iterable[tuple], tiers: Iterable[int]) -> dict[Any, Choice]:
     """Place cases in order: every case first among the agents who work its queue at priority 1,
     the ones still unplaced then among priority 1 and 2 agents, and so on. `pending` holds
-    (key, queue id, skills needed, weight, strategy, agents to skip) per case; each placed case
-    takes its agent's capacity at once. Returns each case's latest choice by key (a winner when
-    placed, else the choice of the last tier tried)."""
+    (key, queue id, skills needed, weight, strategy, agents to skip, channel) per case; each
+    placed case takes its agent's capacity (`Choice.weight`) at once. Returns each case's latest
+    choice by key (a winner when placed, else the choice of the last tier tried)."""
     choices: dict[Any, Choice] = {}
     pending = list(pending)
     for tier in tiers:
         still = []
         for item in pending:
-            key, queue_id, needed, weight, strategy, skip = item
+            key, queue_id, needed, weight, strategy, skip, channel = item
             choice = choices[key] = pools.choose(queue_id=queue_id, needed=needed, weight=weight,
-                                                 strategy=strategy, max_priority=tier, skip=skip)
+                                                 strategy=strategy, max_priority=tier, skip=skip,
+                                                 channel=channel)
             if choice.winner is None:
                 still.append(item)
             else:
-                pools.take(choice.winner, weight)
+                pools.take(choice.winner, choice.weight)
         pending = still
         if not pending:
             break

@@ -3,6 +3,7 @@ agents a batch considers, and a case's latest routing decision."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -43,27 +44,29 @@ WITH unroutable AS (
 ), routable AS (
     SELECT a.id, array_to_string(a.skills, ',') AS skills, a.capacity,
            COALESCE(EXTRACT(EPOCH FROM a.presence_changed_at)::float8, 0) AS changed,
-           string_agg(l.queue_id || ':' || l.priority, ',') AS links
+           string_agg(l.queue_id || ':' || l.priority, ',') AS links,
+           NULLIF(a.channel_weights, '{}'::jsonb) AS channel_weights
     FROM assignment_agent a LEFT JOIN assignment_agent_queues l ON l.agent_id = a.id
     WHERE a.presence = %(available)s AND a.heartbeat_at >= %(fresh_since)s
     GROUP BY a.id
 )
-SELECT u.offline, u.stale, r.id, r.skills, r.capacity, r.changed, r.links
+SELECT u.offline, u.stale, r.id, r.skills, r.capacity, r.changed, r.links, r.channel_weights
 FROM unroutable u LEFT JOIN routable r ON true
 ORDER BY r.id
 """
 
 
-def agents_for_routing(now: datetime) -> tuple[list[tuple[int, str, int, float, str | None]], dict[str, int]]:
+def agents_for_routing(now: datetime) -> tuple[list[tuple], dict[str, int]]:
     """Available agents with a fresh heartbeat, in id order: (id, skills joined by commas,
     capacity, epoch seconds of the last presence change or 0, "queue:priority" links joined by
-    commas); and how many agents are not routable: not available (`offline`), available but
-    with a stale heartbeat (`stale_heartbeat`)."""
+    commas, the agent's own channel weights or None); and how many agents are not routable: not
+    available (`offline`), available but with a stale heartbeat (`stale_heartbeat`)."""
     with connection.cursor() as cursor:
         cursor.execute(_ROUTING_SQL, {"available": Presence.AVAILABLE, "fresh_since": now - heartbeat_ttl()})
         rows = cursor.fetchall()
     counts = {"offline": rows[0][0], "stale_heartbeat": rows[0][1]}
-    return [row[2:] for row in rows if row[2] is not None], counts
+    # Django's cursor hands jsonb over as text; most agents have no weights of their own (None).
+    return [(*row[2:7], json.loads(row[7]) if row[7] else None) for row in rows if row[2] is not None], counts
 
 
 def case_routing_decision(case: Case | str) -> dict | None:

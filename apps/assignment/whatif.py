@@ -102,7 +102,7 @@ def routing_what_if(*, queue: Queue, routing: dict, hours: int = 24, now: dateti
     presence_at_start, presence_moves = _presence(agents, start, end)
     active = {qid: Routing.from_config(doc) for qid, doc in
                QueueConfig.objects.filter(is_active=True).values_list("queue_id", "routing")}
-    arrivals, holds = _history(queue, set(agents), start, end, active, names)
+    arrivals, holds = _history(queue, agents, start, end, active, names)
 
     actual = _actual(arrivals, names)
     draft = _simulate(
@@ -117,14 +117,17 @@ def routing_what_if(*, queue: Queue, routing: dict, hours: int = 24, now: dateti
 
 
 def _agents(queue: Queue) -> tuple[dict[int, dict], dict[int, str]]:
-    """The agents who work the queue: skills, capacity, priority for it, current presence."""
+    """The agents who work the queue: skills, capacity, own channel weights, priority for it,
+    current presence."""
     agents, names = {}, {}
     rows = (AgentQueue.objects.filter(queue=queue).order_by("agent_id")
             .values_list("agent_id", "agent__display_name", "agent__skills", "agent__capacity",
-                         "agent__presence", "agent__presence_changed_at", "priority"))
-    for agent_id, name, skills, capacity, presence, changed_at, priority in rows:
+                         "agent__channel_weights", "agent__presence", "agent__presence_changed_at",
+                         "priority"))
+    for agent_id, name, skills, capacity, channel_weights, presence, changed_at, priority in rows:
         names[agent_id] = name
-        agents[agent_id] = {"skills": frozenset(skills), "capacity": capacity, "presence": presence,
+        agents[agent_id] = {"skills": frozenset(skills), "capacity": capacity,
+                            "channel_weights": channel_weights or {}, "presence": presence,
                             "changed": changed_at.timestamp() if changed_at else 0.0, "priority": priority}
     return agents, names
 
@@ -151,13 +154,14 @@ def _presence(agents: dict[int, dict], start: datetime, end: datetime) -> tuple[
     return at_start, moves
 
 
-def _history(queue: Queue, agent_ids: set[int], start: datetime, end: datetime,
+def _history(queue: Queue, agents: dict[int, dict], start: datetime, end: datetime,
              weights: dict[int, Routing], names: dict[int, str]) -> tuple[list[_Arrival], list]:
     """The queue's arrivals in the window with what really happened to them, and the load every
-    other case put on the queue's agents during the window: (agent, from, to or None, weight)."""
+    other case put on the queue's agents (`_agents`) during the window: (agent, from, to or None,
+    weight)."""
     touched = CaseEvent.objects.filter(created_at__gt=start, created_at__lte=end, kind__in=_KINDS)
     # A case held since before the window with no event inside it still takes capacity.
-    held = Case.objects.filter(assigned_agent_id__in=agent_ids, status__in=OPEN_STATUSES)
+    held = Case.objects.filter(assigned_agent_id__in=list(agents), status__in=OPEN_STATUSES)
     cases = Q(case_id__in=touched.values("case_id")) | Q(case_id__in=held.values("pk"))
     rows = (CaseEvent.objects.filter(cases, kind__in=_KINDS, created_at__lte=end)
             .order_by("case_id", "id")
@@ -170,29 +174,32 @@ def _history(queue: Queue, agent_ids: set[int], start: datetime, end: datetime,
     case_rows: list[tuple] = []
     for row in rows:
         if case_rows and case_rows[0][0] != row[0]:
-            _one_case(case_rows, queue, agent_ids, t0, weights, names, arrivals, holds)
+            _one_case(case_rows, queue, agents, t0, weights, names, arrivals, holds)
             case_rows = []
         case_rows.append(row)
     if case_rows:
-        _one_case(case_rows, queue, agent_ids, t0, weights, names, arrivals, holds)
+        _one_case(case_rows, queue, agents, t0, weights, names, arrivals, holds)
     arrivals.sort(key=lambda a: a.at)
     return arrivals, holds
 
 
-def _one_case(rows, queue, agent_ids, t0, weights, names, arrivals, holds) -> None:
+def _one_case(rows, queue, agents, t0, weights, names, arrivals, holds) -> None:
     case_id, _, _, queue_id, channel, priority = rows[0][:6]
     arrival = None
     holder, is_open, since = None, True, None
     weight = weights[queue_id].weight(channel) if queue_id in weights else DEFAULT_WEIGHT
     own: list[tuple] = []
 
+    def units(agent_id: int) -> int:
+        return agents[agent_id]["channel_weights"].get(channel, weight)
+
     def hold_changes(new_holder, new_open, at):
         nonlocal holder, is_open, since
         was = holder if is_open else None
         now_held = new_holder if new_open else None
         if was != now_held:
-            if was is not None and since is not None and was in agent_ids and at > t0:
-                own.append((was, since, at, weight))
+            if was is not None and since is not None and was in agents and at > t0:
+                own.append((was, since, at, units(was)))
             since = at
         holder, is_open = new_holder, new_open
 
@@ -232,8 +239,8 @@ def _one_case(rows, queue, agent_ids, t0, weights, names, arrivals, holds) -> No
         arrivals.append(arrival)
         return
     holds.extend(own)
-    if holder is not None and is_open and since is not None and holder in agent_ids:
-        holds.append((holder, since, None, weight))
+    if holder is not None and is_open and since is not None and holder in agents:
+        holds.append((holder, since, None, units(holder)))
 
 
 # What happened, and what the draft would do -------------------------------------------------
@@ -276,7 +283,7 @@ def _simulate(*, queue_id, rule: Routing, agents, names, arrivals, holds, presen
     idle = {agent_id: changed for agent_id, (_, changed) in presence_at_start.items()}
     load = dict.fromkeys(agents, 0)
     sim_weight = {index: rule.weight(a.channel) for index, a in enumerate(arrivals)}
-    held_by: dict[int, int] = {}  # arrival index -> agent the draft gave it to
+    held_by: dict[int, tuple[int, int]] = {}  # arrival index -> (agent the draft gave it to, units)
     waiting: dict[int, float] = {}  # arrival index -> not looked at again before (epoch seconds)
     waits: list[float] = []
     by_agent: Counter = Counter()
@@ -312,20 +319,21 @@ def _simulate(*, queue_id, rule: Routing, agents, names, arrivals, holds, presen
                 waiting[payload] = at
             else:  # leaves: resolved or transferred for real
                 waiting.pop(payload, None)
-                agent_id = held_by.pop(payload, None)
-                if agent_id is not None:
-                    load[agent_id] -= sim_weight[payload]
+                held = held_by.pop(payload, None)
+                if held is not None:
+                    load[held[0]] -= held[1]
         due = sorted((i for i, not_before in waiting.items() if not_before <= now),
                      key=lambda i: (-arrivals[i].priority, arrivals[i].at))[:batch_size]
         if not due:
             continue
         candidates = [Candidate(agent_id=agent_id, skills=agent["skills"], capacity=agent["capacity"],
                                         load=load[agent_id], idle_since=idle[agent_id],
-                                        queue_priority={queue_id: agent["priority"]})
+                                        queue_priority={queue_id: agent["priority"]},
+                                        channel_weights=agent["channel_weights"])
                       for agent_id, agent in agents.items() if presence[agent_id] == Presence.AVAILABLE]
         pools = Pools(candidates, removed_before={}, now=now)
         pending = [(i, queue_id, rule.skills_needed(waited_seconds=now - arrivals[i].at), sim_weight[i],
-                    rule.strategy, ()) for i in due]
+                    rule.strategy, (), arrivals[i].channel) for i in due]
         choices = place_in_tiers(pools, pending, tiers)
         for i in due:
             choice = choices[i]
@@ -340,8 +348,8 @@ def _simulate(*, queue_id, rule: Routing, agents, names, arrivals, holds, presen
                     for_presence.add(i)
                 continue
             del waiting[i]
-            held_by[i] = winner.agent_id
-            load[winner.agent_id] += sim_weight[i]
+            held_by[i] = (winner.agent_id, choice.weight)
+            load[winner.agent_id] += choice.weight
             idle[winner.agent_id] = now
             waits.append(round(now - arrivals[i].at, 3))
             by_agent[winner.agent_id] += 1

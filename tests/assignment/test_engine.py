@@ -104,6 +104,25 @@ def test_channel_weights_fill_capacity():
     assert counters.counters_loads() == {agent.pk: 3}
 
 
+def test_an_agents_own_channel_weight_is_what_their_cases_take():
+    queue = _queue(channel_weights={"chat": 1}, offers=False)
+    trainee = AgentFactory(queues=[queue], capacity=3, channel_weights={"chat": 3})
+    veteran = AgentFactory(queues=[queue], capacity=3)
+    chats = [make_case(queue=queue, channel="chat") for _ in range(5)]
+
+    result = services.assignment_batch_run()
+
+    taken = {}
+    for agent_id, weight in Case.objects.filter(pk__in=[c.pk for c in chats]).values_list(
+            "assigned_agent_id", "assigned_weight"):
+        taken.setdefault(agent_id, []).append(weight)
+    # A chat weighs 3 for the trainee and the queue's 1 for the veteran: 1 + 3 chats, one waits.
+    assert taken == {trainee.pk: [3], veteran.pk: [1, 1, 1], None: [0]} and result.assigned == 4
+    assert counters.counters_loads() == {trainee.pk: 3, veteran.pk: 3}
+    waiting = next(c for c in chats if Case.objects.get(pk=c.pk).assigned_agent_id is None)
+    assert selectors.case_routing_decision(waiting)["removed"]["full"] == 2
+
+
 def test_urgent_first_then_oldest_and_reopened_waits_too():
     queue = _queue()
     AgentFactory(queues=[queue], capacity=2)

@@ -21,7 +21,7 @@ from apps.assignment import services
 from apps.assignment.models import Agent, AgentQueue, Presence
 from apps.assignment.services import onboarding
 from apps.core.errors import ApplicationError
-from tests.factories.accounts import UserFactory
+from tests.factories.accounts import AgentFactory, UserFactory
 from tests.factories.cases import QueueFactory, make_case
 
 pytestmark = pytest.mark.django_db
@@ -150,9 +150,16 @@ def test_each_row_mode_writes_the_valid_rows_and_reports_the_others(queues):
     assert list(Agent.objects.values_list("user__email", flat=True)) == ["good@example.com"]
 
 
-def test_channel_weights_are_refused_since_agents_have_none_of_their_own(queues):
-    report = run(HEADER + "Ada,ada@example.com,refunds,,2,email:1;phone:3\n")
-    assert "Leave this column empty" in report.rows[0].errors["channel_weights"][0]
+def test_channel_weights_are_the_agents_own_and_a_new_file_replaces_them(queues):
+    csv = HEADER + "Ada,ada@example.com,refunds,,4,email:1;chat:3\n"
+    assert run(csv).counts["created"] == 1
+    agent = Agent.objects.get(user__email="ada@example.com")
+    assert agent.channel_weights == {"email": 1, "chat": 3}
+
+    assert run(csv).counts["unchanged"] == 1  # the same file again changes nothing
+    assert run(HEADER + "Ada,ada@example.com,refunds,,4,\n").counts["updated"] == 1
+    agent.refresh_from_db()
+    assert agent.channel_weights == {}  # an empty column: every queue's own weights again
 
 
 @pytest.mark.parametrize(("content", "expected"), [
@@ -277,3 +284,30 @@ def test_admin_single_add_form_creates_the_agent(queues, ops, client, mailoutbox
 
     refused = client.post(INVITE, {"name": "Bob", "email": "bob@example.com", "queues": "nowhere"})
     assert refused.status_code == 200 and b"Unknown or inactive queue" in refused.content
+
+
+@pytest.mark.parametrize("weights", [{"fax": 1}, {"chat": 0}, {"chat": 2.5}, {"chat": "3"}, {"chat": 101},
+                                     [1]])
+def test_the_database_refuses_channel_weights_no_form_would_accept(queues, weights):
+    from django.db import IntegrityError, transaction
+
+    agent = AgentFactory(channel_weights={"chat": 3})
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Agent.objects.filter(pk=agent.pk).update(channel_weights=weights)
+
+
+def test_the_agent_form_edits_channel_weights_as_text_with_field_errors(queues):
+    from apps.assignment.admin import AgentForm
+
+    agent = AgentFactory(channel_weights={"chat": 3, "email": 1})
+    assert AgentForm(instance=agent).initial["channel_weights"] == "chat:3;email:1"
+    data = {"user": agent.user_id, "display_name": agent.display_name, "skills": "", "capacity": 4,
+            "presence": agent.presence}
+    refused = AgentForm(data={**data, "channel_weights": "chat:0;fax:2"}, instance=agent)
+    assert not refused.is_valid() and list(refused.errors) == ["channel_weights"]
+    assert "Unknown channel 'fax'" in " ".join(refused.errors["channel_weights"])
+    form = AgentForm(data={**data, "channel_weights": "phone:2"}, instance=agent)
+    assert form.is_valid(), form.errors
+    form.save()
+    agent.refresh_from_db()
+    assert agent.channel_weights == {"phone": 2}

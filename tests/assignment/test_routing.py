@@ -2,7 +2,7 @@
 
 import pytest
 
-from apps.assignment.routing import MOST_SPARE_CAPACITY, ROUND_ROBIN, Routing
+from apps.assignment.routing import MOST_SPARE_CAPACITY, ROUND_ROBIN, Candidate, Pools, Routing
 from apps.cases.services import queue_config_errors
 
 TRANSITIONS = {"new": ["resolved"]}
@@ -41,3 +41,19 @@ def test_valid_routing_passes():
 def test_bad_routing_gets_a_field_level_message(routing, message):
     errors = queue_config_errors(fields_schema={}, transitions=TRANSITIONS, routing=routing)
     assert list(errors) == ["routing"] and any(m.startswith(message) for m in errors["routing"]), errors
+
+
+def test_an_agent_further_down_with_a_lighter_own_weight_still_gets_the_case():
+    def agent(agent_id, **kwargs):
+        return Candidate(agent_id=agent_id, skills=frozenset(), capacity=3, load=2, idle_since=agent_id,
+                         queue_priority={7: 1}, **kwargs)
+
+    # Ranked first (idle longest) but full for the queue's weight of 2; the next one's own weight
+    # for chat is 1. Ranked by spare units alone, the search would stop at the first.
+    pools = Pools([agent(1), agent(2, channel_weights={"chat": 1})], removed_before={}, now=100.0)
+    choice = pools.choose(queue_id=7, needed=frozenset(), weight=2, strategy=MOST_SPARE_CAPACITY,
+                          max_priority=1, channel="chat")
+    assert choice.winner.agent_id == 2 and choice.weight == 1 and choice.removed["full"] == 1
+    email = pools.choose(queue_id=7, needed=frozenset(), weight=2, strategy=MOST_SPARE_CAPACITY,
+                         max_priority=1, channel="email")
+    assert email.winner is None and email.removed["full"] == 2

@@ -29,6 +29,8 @@ from apps.assignment.services.onboarding import (
     ImportReport,
     agent_invite,
     agents_import_csv,
+    channel_weights_parse,
+    channel_weights_text,
     invitation_link,
 )
 from apps.assignment.services.presence import agent_heartbeat, agent_presence_set, agents_presence_expire
@@ -54,6 +56,8 @@ __all__ = [
     "assignment_batch_run",
     "call_event_record",
     "case_next_for_agent",
+    "channel_weights_parse",
+    "channel_weights_text",
     "counters_feed_consume",
     "counters_fold",
     "counters_reconcile",

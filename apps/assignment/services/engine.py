@@ -63,7 +63,7 @@ def _candidates(now) -> tuple[list[routing.Candidate], dict[str, int]]:
     skill_sets: dict[str, frozenset[str]] = {}
     link_sets: dict[str | None, dict[int, int]] = {}
     candidates = []
-    for pk, skills, capacity, changed, links in rows:
+    for pk, skills, capacity, changed, links, channel_weights in rows:
         skill_set = skill_sets.get(skills)
         if skill_set is None:
             skill_set = skill_sets[skills] = frozenset(skills.split(",")) - {""}
@@ -74,7 +74,8 @@ def _candidates(now) -> tuple[list[routing.Candidate], dict[str, int]]:
                 for queue_id, priority in (link.split(":") for link in (links.split(",") if links else ()))}
         candidates.append(routing.Candidate(
             agent_id=pk, skills=skill_set, capacity=capacity, load=loads.get(pk, 0),
-            idle_since=max(idle.get(pk, 0.0), changed), queue_priority=queue_priority))
+            idle_since=max(idle.get(pk, 0.0), changed), queue_priority=queue_priority,
+            channel_weights=channel_weights or {}))
     return candidates, unroutable
 
 
@@ -116,19 +117,20 @@ def _decide_and_write(rows, now, result: BatchResult, reserved: list) -> None:
     pools = routing.Pools(candidates, removed_before=unroutable, now=clock)
     tiers = sorted({p for c in candidates for p in c.queue_priority.values()}) or [1]
 
-    # Per claimed row, by position: its weight, and what to place (routing.place_in_tiers).
-    weights = [0] * len(rows)
-    pending = []  # (position, queue id, skills needed, weight, strategy, agents passed)
+    # What to place per claimed row, by position (routing.place_in_tiers).
+    pending = []  # (position, queue id, skills needed, weight, strategy, agents passed, channel)
     for i, (_id, queue_id, _status, channel, created_at, passed) in enumerate(rows):
         rule = rules.get(queue_id)
         if rule is not None:
-            weights[i] = rule.weight(channel)
-            pending.append((i, queue_id, rule.skills_needed(waited_seconds=clock - created_at.timestamp()),
-                            weights[i], rule.strategy, frozenset(passed) if passed else ()))
+            needed = rule.skills_needed(waited_seconds=clock - created_at.timestamp())
+            pending.append((i, queue_id, needed, rule.weight(channel), rule.strategy,
+                            frozenset(passed) if passed else (), channel))
     # An agent works its first-priority queues before the others: tier 1 links first, then 2...
     placed = routing.place_in_tiers(pools, pending, tiers)
     choices = [placed.get(i) for i in range(len(rows))]
     winners = [choice.winner if choice is not None else None for choice in choices]
+    # The units each placed case takes from its winner: the queue's weight or the agent's own.
+    weights = [choice.weight if choice is not None else 0 for choice in choices]
 
     order = [i for i, winner in enumerate(winners) if winner is not None]
     wanted = [(winners[i].agent_id, weights[i], winners[i].capacity) for i in order]

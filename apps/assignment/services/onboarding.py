@@ -67,6 +67,7 @@ class AgentRow:
     queues: dict[str, int] = field(default_factory=dict, repr=False)
     skills: list[str] = field(default_factory=list, repr=False)
     capacity: int = DEFAULT_CAPACITY
+    channel_weights: dict[str, int] = field(default_factory=dict, repr=False)
     invited: bool = False
 
     def error(self, column: str, message: str) -> None:
@@ -138,7 +139,7 @@ def agent_invite(*, name: str, email: str, queues: Mapping[str, int] | str = "",
         "skills": skills if isinstance(skills, str) else ";".join(skills),
         "capacity": "" if capacity is None else str(capacity),
         "channel_weights": (channel_weights if isinstance(channel_weights, str)
-                            else ";".join(f"{c}:{w}" for c, w in channel_weights.items())),
+                            else channel_weights_text(channel_weights)),
     }
     row = _row_parse(1, cells)
     plan = _plan([row])
@@ -272,19 +273,28 @@ def _row_parse(line: int, cells: dict[str, str]) -> AgentRow:
         if "capacity" not in row.errors and not CAPACITY_MIN <= row.capacity <= CAPACITY_MAX:
             row.error("capacity", f"Between {CAPACITY_MIN} and {CAPACITY_MAX}.")
     if "channel_weights" in clean:
-        weights = _pairs(row, "channel_weights", clean["channel_weights"], default=None, low=WEIGHT_MIN,
-                         high=WEIGHT_MAX, what="weight")
-        unknown = sorted(set(weights) - set(Channel.values))
-        if unknown:
-            row.error("channel_weights", f"Unknown channel {', '.join(map(repr, unknown))}; "
-                                         f"channels: {', '.join(Channel.values)}.")
-        elif weights and "channel_weights" not in row.errors:
-            # The engine weighs a case by its queue's routing (QueueConfig routing.channel_weights);
-            # an agent has no weights of their own to store, and a dropped value would mislead.
-            row.error("channel_weights", "Agents have no channel weights of their own yet: a case weighs "
-                                         "what its queue's routing config says. Leave this column empty.")
+        row.channel_weights, errors = channel_weights_parse(clean["channel_weights"])
+        for error in errors:
+            row.error("channel_weights", error)
     row.outcome = INVALID if row.errors else UNCHANGED
     return row
+
+
+def channel_weights_parse(text: str) -> tuple[dict[str, int], list[str]]:
+    """An agent's own channel weights written as `chat:3;email:1` (the CSV column, the invite and
+    agent forms), and what is wrong with them; empty text is no weights of their own."""
+    row = AgentRow(line=0)
+    weights = _pairs(row, "channel_weights", text, default=None, low=WEIGHT_MIN, high=WEIGHT_MAX,
+                     what="weight")
+    unknown = sorted(set(weights) - set(Channel.values))
+    if unknown:
+        row.error("channel_weights", f"Unknown channel {', '.join(map(repr, unknown))}; "
+                                     f"channels: {', '.join(Channel.values)}.")
+    return weights, row.errors.get("channel_weights", [])
+
+
+def channel_weights_text(weights: Mapping[str, int]) -> str:
+    return ";".join(f"{channel}:{units}" for channel, units in sorted(weights.items()))
 
 
 def _pairs(row: AgentRow, column: str, text: str, *, default: int | None, low: int, high: int,
@@ -384,10 +394,10 @@ def _plan(rows: list[AgentRow]) -> _Plan:
         agent = agents.get(user.pk) if user else None
         if agent is None:
             row.outcome = CREATED
-        elif (agent.display_name, sorted(agent.skills), agent.capacity, links.get(agent.pk, {}),
-              user.is_staff, user.pk in grouped) == (
-                row.name, row.skills, row.capacity, {queues[s]: p for s, p in row.queues.items()},
-                True, True):
+        elif (agent.display_name, sorted(agent.skills), agent.capacity, agent.channel_weights,
+              links.get(agent.pk, {}), user.is_staff, user.pk in grouped) == (
+                row.name, row.skills, row.capacity, row.channel_weights,
+                {queues[s]: p for s, p in row.queues.items()}, True, True):
             row.outcome = UNCHANGED
         else:
             row.outcome = UPDATED
@@ -432,8 +442,9 @@ def _write(plan: _Plan, *, invited_by, base_url: str, reinvite: bool = False) ->
                 else:
                     changed.append(agent)
                 agent.display_name, agent.skills, agent.capacity = row.name, row.skills, row.capacity
+                agent.channel_weights = row.channel_weights
             Agent.objects.bulk_create(created)
-            Agent.objects.bulk_update(changed, ["display_name", "skills", "capacity"])
+            Agent.objects.bulk_update(changed, ["display_name", "skills", "capacity", "channel_weights"])
 
             wanted = {(plan.agents[plan.users[row.email].pk].pk, plan.queues[slug]): priority
                       for row in rows for slug, priority in row.queues.items()}
