@@ -76,8 +76,13 @@ class Candidate:
         return self.capacity - self.load
 
     def weight(self, channel: str, queue_weight: int) -> int:
-        """The units a case of `channel` takes from this agent (`queue_weight` is its queue's)."""
-        return self.channel_weights.get(channel, queue_weight) if self.channel_weights else queue_weight
+        return units_for(self.channel_weights, channel, queue_weight)
+
+
+def units_for(agent_weights: Mapping[str, int] | None, channel: str, queue_weight: int) -> int:
+    """The units a case of `channel` takes from an agent: their own weight for the channel, else
+    its queue's (`queue_weight`)."""
+    return agent_weights.get(channel, queue_weight) if agent_weights else queue_weight
 
 
 def score(candidate: Candidate, strategy: str, now: float) -> float:

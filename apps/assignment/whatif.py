@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.assignment.models import AgentPresenceChange, AgentQueue, Presence
-from apps.assignment.routing import DEFAULT_WEIGHT, Candidate, Pools, Routing, place_in_tiers
+from apps.assignment.routing import DEFAULT_WEIGHT, Candidate, Pools, Routing, place_in_tiers, units_for
 from apps.cases.models import OPEN_STATUSES, Case, CaseEvent, EventKind, Queue, QueueConfig
 
 # The beat interval of the micro-batch (apps/assignment/migrations/0005_beat_schedules.py).
@@ -191,7 +191,7 @@ def _one_case(rows, queue, agents, t0, weights, names, arrivals, holds) -> None:
     own: list[tuple] = []
 
     def units(agent_id: int) -> int:
-        return agents[agent_id]["channel_weights"].get(channel, weight)
+        return units_for(agents[agent_id]["channel_weights"], channel, weight)
 
     def hold_changes(new_holder, new_open, at):
         nonlocal holder, is_open, since

@@ -66,7 +66,7 @@ def case_next_for_agent(*, user) -> Case | None:
                 if config is None:
                     continue
                 rule = routing.Routing.from_config(config.routing)
-                weight = (agent.channel_weights or {}).get(channel, rule.weight(channel))
+                weight = routing.units_for(agent.channel_weights, channel, rule.weight(channel))
                 needed = rule.skills_needed(waited_seconds=clock - created_at.timestamp())
                 if weight <= spare and needed <= skills:
                     agent_state_publish_on_commit({agent.pk})
