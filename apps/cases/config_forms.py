@@ -12,6 +12,7 @@ from django import forms
 from django.core.validators import RegexValidator
 
 from apps.assignment.routing import STRATEGIES
+from apps.cases.metric_definitions import REOPEN_WINDOW_KEY
 from apps.cases.models import Channel, Priority, Status
 from apps.cases.services.config_versions import FIELD_NAME
 from apps.cases.services.queue_configs import QUEUE_CONFIG_DEFAULTS, SLA_TARGETS, SUPPORTED_TYPES
@@ -174,9 +175,15 @@ class TransitionsForm(forms.Form):
 class SlaForm(forms.Form):
     first_response_minutes = forms.IntegerField(required=False, max_value=BIG, min_value=-BIG)
     resolution_minutes = forms.IntegerField(required=False, max_value=BIG, min_value=-BIG)
+    # Range errors come from the schema check, under the same path as in raw JSON.
+    reopen_window_days = forms.IntegerField(
+        required=False, max_value=BIG, min_value=-BIG, label="Reopen window (days)",
+        help_text="Did-we-resolve and first-contact resolution count a reopen or a follow-up case within "
+                  "this many days of the resolution. Empty: the platform default.")
 
     def sla(self) -> dict:
-        return {key: self.cleaned_data[key] for key in SLA_TARGETS if self.cleaned_data.get(key) is not None}
+        return {key: self.cleaned_data[key] for key in (*SLA_TARGETS, REOPEN_WINDOW_KEY)
+                if self.cleaned_data.get(key) is not None}
 
 
 def channel_name(channel: str) -> str:

@@ -34,10 +34,15 @@ FLOAT_COUNTERS = frozenset({"first_offer_seconds", "first_response_seconds", "re
 BUCKETS = "offer_wait_buckets"  # an int array, one cumulative count per bound plus +Inf
 
 
-def reopen_window() -> timedelta:
-    """The DWR/FCR window. One setting for every queue: a per-queue override needs a key in the
-    queue config's `sla` schema first."""
-    return timedelta(days=settings.METRICS_REOPEN_WINDOW_DAYS)
+# The key of a queue config's `sla` that sets the queue's window (validated by the config schema).
+REOPEN_WINDOW_KEY = "reopen_window_days"
+
+
+def reopen_window(sla: Mapping[str, Any] | None = None) -> timedelta:
+    """The DWR/FCR window of a queue, from its active config's `sla` (the queue a case was first
+    resolved in, as the case counts there), else the platform's METRICS_REOPEN_WINDOW_DAYS."""
+    days = (sla or {}).get(REOPEN_WINDOW_KEY) or settings.METRICS_REOPEN_WINDOW_DAYS
+    return timedelta(days=days)
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def test_each_section_builds_its_part_of_the_document(editor, refunds):
         f"fields-{row(base, 'order_total')}-minimum": "",
         f"fields-{row(base, 'vip')}-DELETE": "on",
         "tr-initial_status": "new", "tr-t_new__closed": None, "tr-t_closed__reopened": "on",
-        "sla-first_response_minutes": "30", "sla-resolution_minutes": "600",
+        "sla-first_response_minutes": "30", "sla-resolution_minutes": "600", "sla-reopen_window_days": "3",
         "ro-strategy": "round_robin", "ro-offers": "off", "ro-offer_timeout_seconds": "45",
         "ro-required_skills": "refunds, english", "ro-optional_skills": "vip\n",
         "ro-relax_after_seconds": "90",
@@ -112,7 +112,7 @@ def test_each_section_builds_its_part_of_the_document(editor, refunds):
     assert draft.fields_schema["required"] == ["order_id", "channel_reason"]
     assert draft.fields_schema["additionalProperties"] is False
     assert "closed" not in draft.transitions["new"] and "reopened" in draft.transitions["closed"]
-    assert draft.sla == {"first_response_minutes": 30, "resolution_minutes": 600}
+    assert draft.sla == {"first_response_minutes": 30, "resolution_minutes": 600, "reopen_window_days": 3}
     assert draft.routing == {"strategy": "round_robin", "offers": False, "offer_timeout_seconds": 45,
                              "relax_after_seconds": 90, "required_skills": ["refunds", "english"],
                              "optional_skills": ["vip"], "channel_weights": {"chat": 2, "phone": 3},
@@ -152,6 +152,7 @@ def test_json_mode_edits_the_same_document_and_wins_alone(editor, refunds):
     ({"ro-offer_timeout_seconds": "1"}, ("routing", "offer_timeout_seconds")),  # the meta-schema's range
     ({"ro-offer_timeout_seconds": "9" * 40}, ("routing", "offer_timeout_seconds")),
     ({"ro-cw_chat": "500"}, ("routing", "cw_chat")),
+    ({"sla-reopen_window_days": "400"}, ("sla", "reopen_window_days")),
     ({"ro-pw_4": "1e999"}, ("routing", "pw_4")),
     ({"fields-0-name": "order\x00id"}, ("fields", "name")),
     ({"fields-0-name": "has space"}, ("fields", "name")),

@@ -19,10 +19,12 @@ from apps.cases.models import (
     EventKind,
     MetricRollupAgentDay,
     MetricRollupQueueDay,
+    QueueConfig,
     Status,
 )
 from apps.cases.selectors import metric_series
 from apps.cases.services import BulkAssignment
+from apps.core.errors import ApplicationError
 from apps.core.models import FeedCursor
 from tests.factories.accounts import AgentFactory, UserFactory
 from tests.factories.cases import QueueFactory, make_case
@@ -174,6 +176,58 @@ def test_each_metric_of_a_day_and_its_windows(clock, history):
     by_day = metric_series(start=D, end=D + timedelta(days=7), queue_ids=[queue.pk])
     assert [(r["day"], r["created"], r["resolved"]) for r in by_day] == [
         (D, 3, 3), (D + timedelta(days=3), 1, 0)]
+
+
+def republish(queue, *, sla: dict) -> None:
+    active = QueueConfig.objects.get(queue=queue, is_active=True)
+    services.queue_config_publish(queue=queue, fields_schema=active.fields_schema,
+                                  transitions=active.transitions, initial_status=active.initial_status,
+                                  sla=sla)
+
+
+@pytest.mark.django_db
+def test_each_queue_has_its_own_window(clock, settings):
+    """Queue 'short' sets a 2-day window in its SLA; 'plain' sets none and takes the platform's 7.
+    Each has one case resolved D 10:00 and reopened D+3 10:00: outside 2 days, inside 7."""
+    settings.METRICS_REOPEN_WINDOW_DAYS = 7
+    short = QueueFactory(slug="short", config__sla={**SLA, "reopen_window_days": 2})
+    plain = QueueFactory(slug="plain", config__sla=SLA)
+    cases = [case_at(clock, at(0, "09:00"), queue) for queue in (short, plain)]
+    clock.now = at(0, "10:00")
+    for case in cases:
+        services.case_transition(case=case, to_status=Status.RESOLVED)
+    consume(clock, at(2, "09:59"))
+    assert [queue_day(q)["dwr"] for q in (short, plain)] == [None, None]  # both windows open
+    consume(clock, at(2, "10:00"))  # the short window ends: settled without an event
+    assert [queue_day(q)["dwr"] for q in (short, plain)] == [1.0, None]
+    assert CaseMetricFacts.objects.get(case=cases[1]).settles_at == at(7, "10:00")
+    clock.now = at(3, "10:00")
+    for case in cases:
+        services.case_transition(case=case, to_status=Status.REOPENED)
+    consume(clock, at(8, "10:00"))
+    decided = [(queue_day(q)["dwr_ok"], queue_day(q)["dwr_reopened"]) for q in (short, plain)]
+    assert decided == [(1, 0), (0, 1)]
+
+    # Widening the short queue's window re-decides its next cases by the new one: resolved D+8
+    # 12:00, it is still open at D+10 12:00 (2 days) and settles at D+13 12:00 (5 days).
+    republish(short, sla={**SLA, "reopen_window_days": 5})
+    late = case_at(clock, at(8, "11:00"), short)
+    clock.now = at(8, "12:00")
+    services.case_transition(case=late, to_status=Status.RESOLVED)
+    consume(clock, at(10, "12:00"))
+    assert queue_day(short, D + timedelta(days=8))["dwr"] is None
+    consume(clock, at(13, "12:00"))
+    assert queue_day(short, D + timedelta(days=8))["dwr"] == 1.0
+
+
+@pytest.mark.django_db
+def test_the_window_is_checked_as_part_of_the_sla():
+    queue = QueueFactory(slug="w")
+    for bad in (0, 366, "7", 2.5):
+        with pytest.raises(ApplicationError) as caught:
+            republish(queue, sla={"reopen_window_days": bad})
+        assert caught.value.errors == {
+            "sla": ["'reopen_window_days' must be a whole number of days from 1 to 365."]}
 
 
 @pytest.mark.django_db

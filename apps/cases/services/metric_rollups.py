@@ -103,7 +103,7 @@ def _fact_row(case_id, facts: defs.CaseFacts, pair: tuple[str, str], parts, now:
 def metric_rollups_fold(events: Sequence[CaseEvent]) -> None:
     """Recompute the facts of the cases of a batch of events (in any order, any number of times:
     each case's facts come from its whole history) and apply their change to the day rollups."""
-    now, window = timezone.now(), defs.reopen_window()
+    now = timezone.now()
     cases = _cases_with_mates({e.case_id for e in events})
     history = _events_by_case(cases)
     slugs, sla = _queues()
@@ -118,6 +118,7 @@ def metric_rollups_fold(events: Sequence[CaseEvent]) -> None:
         mates = [at for other, at in followups.get(pair, ()) if other != case_id]
         facts = defs.case_facts(queue_id=queue_id, created_at=created_at, events=history.get(case_id, ()),
                                 queue_ids_by_slug=slugs, followups=mates, sla_by_queue=sla)
+        window = defs.reopen_window(sla.get(facts.queue_id))
         parts = defs.contribution(facts, now=now, window=window)
         defs.contribution_delta(_from_json(old.get(case_id)), parts, deltas)
         rows.append(_fact_row(case_id, facts, pair, parts, now, window))
@@ -130,8 +131,13 @@ def _stored_facts(row: CaseMetricFacts) -> defs.CaseFacts:
 
 def metric_rollups_settle(*, now: datetime | None = None, limit: int = SETTLE_BATCH) -> int:
     """Decide DWR and FCR of resolved cases whose window has passed with nothing deciding it
-    (no event arrives to say "not reopened"); serialised with the consumer by its cursor row."""
-    now, window = now or timezone.now(), defs.reopen_window()
+    (no event arrives to say "not reopened"); serialised with the consumer by its cursor row.
+
+    A case's window is its queue's as configured now: after a queue's window grows, a case due
+    under the old one is put off to its new end; after it shrinks, cases still settle when their
+    stored end comes (late, never wrong)."""
+    now = now or timezone.now()
+    _, sla = _queues()
     settled = 0
     while True:
         with transaction.atomic():
@@ -142,6 +148,7 @@ def metric_rollups_settle(*, now: datetime | None = None, limit: int = SETTLE_BA
             rows, deltas = [], {}
             for row in due:
                 facts = _stored_facts(row)
+                window = defs.reopen_window(sla.get(facts.queue_id))
                 parts = defs.contribution(facts, now=now, window=window)
                 defs.contribution_delta(_from_json(row.contribution), parts, deltas)
                 rows.append(_fact_row(row.case_id, facts, (row.customer_ref, row.delivery_ref), parts, now,

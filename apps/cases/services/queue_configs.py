@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apps.assignment.routing import STRATEGIES
 from apps.cases import selectors
+from apps.cases.metric_definitions import REOPEN_WINDOW_KEY
 from apps.cases.models import STATUS_SCHEMA, Channel, ConfigState, Priority, Queue, QueueConfig, Status
 from apps.cases.targeting import TARGETING_SCHEMA
 from apps.core.errors import ApplicationError
@@ -20,6 +21,9 @@ from apps.core.validation import json_errors, schema_errors
 SUPPORTED_TYPES = ("string", "integer", "number", "boolean")
 # The SLA targets the metrics read (apps.cases.metrics), in minutes.
 SLA_TARGETS = ("first_response_minutes", "resolution_minutes")
+# The queue's DWR/FCR window in days (metric_definitions.reopen_window); a year at most, since a
+# case's did-we-resolve stays undecided until its window has passed.
+REOPEN_WINDOW_MAX_DAYS = 365
 
 _SKILLS = "'skills' must be a list of distinct skill names (up to 50 characters each)."
 _WEIGHTS = "'priority_weights' must map priorities \"1\" to \"4\" to weights of 0 or more."
@@ -72,11 +76,15 @@ QUEUE_CONFIG_SCHEMA: dict[str, Any] = {
         "sla": {
             "type": "object",
             "additionalProperties": False,
-            "x-message": f"Must map SLA targets ({', '.join(SLA_TARGETS)}) to positive integers.",
+            "x-message": f"Must map SLA targets ({', '.join(SLA_TARGETS)}) and '{REOPEN_WINDOW_KEY}' to "
+                         "positive integers.",
             "properties": {
-                target: {"type": "integer", "minimum": 1,
-                         "x-message": "'{path[1]}' must be a positive integer."}
-                for target in SLA_TARGETS
+                **{target: {"type": "integer", "minimum": 1,
+                            "x-message": "'{path[1]}' must be a positive integer."}
+                   for target in SLA_TARGETS},
+                REOPEN_WINDOW_KEY: {"type": "integer", "minimum": 1, "maximum": REOPEN_WINDOW_MAX_DAYS,
+                                    "x-message": f"'{{path[1]}}' must be a whole number of days from 1 to "
+                                                 f"{REOPEN_WINDOW_MAX_DAYS}."},
             },
         },
         "routing": {
