@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 from django.conf import settings
@@ -192,8 +192,9 @@ def _bucket_counts(seconds: float | None) -> list[int]:
     return [int(seconds <= bound) for bound in OFFER_WAIT_BUCKETS] + [1]
 
 
-def day_of(at: datetime) -> date:
-    return timezone.localdate(at)
+def day_of(at: datetime, tz: tzinfo | None = None) -> date:
+    """The date in TIME_ZONE (or `tz`: callers in a loop look the zone up once)."""
+    return at.astimezone(tz or timezone.get_current_timezone()).date()
 
 
 Key = tuple[date, int, int | None]  # (day, queue id, agent id or None)
@@ -213,7 +214,8 @@ def contribution(facts: CaseFacts, *, now: datetime, window: timedelta) -> dict[
         "offers_expired": facts.offers_expired,
         BUCKETS: _bucket_counts(first_offer),
     }
-    parts = {(day_of(facts.created_at), facts.queue_id, facts.agent_id): created}
+    tz = timezone.get_current_timezone()
+    parts = {(day_of(facts.created_at, tz), facts.queue_id, facts.agent_id): created}
     if facts.first_resolved_at is not None:
         resolve = _seconds(facts.created_at, facts.first_resolved_at)
         dwr, fcr = window_outcomes(facts, now=now, window=window)
@@ -226,7 +228,7 @@ def contribution(facts: CaseFacts, *, now: datetime, window: timedelta) -> dict[
             "resolution_breached": int(facts.resolution_target is not None
                                        and resolve > facts.resolution_target),
         }
-        key = (day_of(facts.first_resolved_at), facts.queue_id, facts.agent_id)
+        key = (day_of(facts.first_resolved_at, tz), facts.queue_id, facts.agent_id)
         parts[key] = {**parts.get(key, {}), **resolved}
     return parts
 

@@ -77,12 +77,15 @@ def feed_consume(
     *,
     model: type[models.Model],
     queryset: models.QuerySet | None = None,
+    fields: Sequence[str] | None = None,
     batch_size: int = 1000,
     max_batches: int = 100,
 ) -> int:
     """Feed events after `name`'s position to `handler` in id order; returns how many were read.
 
-    `queryset` may narrow or prefetch (e.g. `select_related`); ordering is always by id.
+    `queryset` may narrow or prefetch (e.g. `select_related`); ordering is always by id. With
+    `fields`, the handler gets `(id, *fields)` tuples instead of model instances: a consumer that
+    reads a column or two builds no model per event.
     """
     high = feed_high_water_mark(model)
     if high is None:
@@ -93,11 +96,14 @@ def feed_consume(
     for _ in range(max_batches):
         with transaction.atomic():
             cursor = FeedCursor.objects.select_for_update().get(name=name)
-            batch = list(base.filter(id__gt=cursor.position, id__lte=high).order_by("id")[:batch_size])
+            rows = base.filter(id__gt=cursor.position, id__lte=high).order_by("id")
+            if fields is not None:
+                rows = rows.values_list("id", *fields)
+            batch = list(rows[:batch_size])
             if not batch:
                 return total
             handler(batch)
-            cursor.position = batch[-1].id
+            cursor.position = batch[-1][0] if fields is not None else batch[-1].id
             cursor.save(update_fields=["position", "updated_at"])
         total += len(batch)
         if len(batch) < batch_size:

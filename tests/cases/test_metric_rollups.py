@@ -290,8 +290,8 @@ def test_replays_give_the_same_numbers(clock, history):
     assert consume(clock, at(8, "00:00")) == 0 and rollup_snapshot() == first
     # The same events folded again, in pieces and whole, then the whole feed after a cursor reset.
     batch = list(CaseEvent.objects.order_by("id"))
-    services.metric_rollups_fold(batch[:5])
-    services.metric_rollups_fold(batch)
+    services.metric_rollups_fold(e.case_id for e in batch[:5])
+    services.metric_rollups_fold(e.case_id for e in batch)
     assert rollup_snapshot() == first
     FeedCursor.objects.filter(name=services.METRIC_ROLLUPS_CONSUMER).update(position=0)
     assert consume(clock, at(8, "00:00")) == len(batch)
