@@ -254,6 +254,25 @@ def lake_position(stream: str) -> int | None:
     return LakeWatermark.objects.filter(stream=stream).values_list("position", flat=True).first()
 
 
+def lake_watermark_lock(stream: str) -> LakeWatermark | None:
+    """`stream`'s watermark (None if it was never exported), held as read until the caller's
+    transaction ends: meanwhile no export plans, writes or advances a batch of the stream.
+
+    For a write that moves rows between positions: it must know whether the rows were exported
+    already, or are in the range a started export is writing (`pending_until`), and stay so.
+    """
+    mark = LakeWatermark.objects.select_for_update().filter(stream=stream).first()
+    if mark is not None:
+        return mark
+    # No row to lock: block the exporter's first insert instead (SHARE conflicts with the ROW
+    # EXCLUSIVE lock an INSERT or UPDATE takes), then look again, as it may have committed one just
+    # now. Under this lock a plain read is stable: a second row lock could deadlock with an export
+    # that holds the new row and waits to update it.
+    with connection.cursor() as cursor:
+        cursor.execute(f'LOCK TABLE "{LakeWatermark._meta.db_table}" IN SHARE MODE')
+    return LakeWatermark.objects.filter(stream=stream).first()
+
+
 def lake_lag_seconds() -> dict[str, float]:
     """Per stream, the age of its oldest row not yet in the lake (0 when it is up to date)."""
     positions = dict(LakeWatermark.objects.values_list("stream", "position"))

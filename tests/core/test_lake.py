@@ -1,6 +1,6 @@
 """The Parquet lake export: rows read back with DuckDB equal the database's, hour partitions,
 exactly once across a crash between writing a file and advancing the watermark, the change-feed
-fence, inventory outcomes kept past the TTL purge, the lag gauge."""
+fence, a held watermark, inventory outcomes kept past the TTL purge, the lag gauge."""
 
 from __future__ import annotations
 
@@ -144,10 +144,14 @@ def test_a_crash_after_writing_files_rewrites_the_same_files_each_event_lands_on
     assert lake_events(lake_root) == db_events()
 
 
-def waits_for_advisory_lock(pid: int) -> bool:
+def waits_for_lock(pid: int, kind: str) -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", [pid])
-        return cursor.fetchone() == ("Lock", "advisory")
+        return cursor.fetchone() == ("Lock", kind)
+
+
+def waits_for_advisory_lock(pid: int) -> bool:
+    return waits_for_lock(pid, "advisory")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -194,6 +198,69 @@ def test_an_event_committed_late_under_a_lower_id_is_not_skipped(lake_root, monk
     assert exported == [2]
     notes = [json.loads(data)["body"] for data, in read(lake_root, "case_events", "data") if "body" in data]
     assert sorted(notes) == ["fast", "slow"]
+
+
+def watermark_held(stream: str, release: threading.Event) -> tuple[threading.Thread, list]:
+    """A thread holding `stream`'s watermark lock until `release`; the list gets what it read."""
+    held, seen = threading.Event(), []
+
+    def hold():
+        try:
+            with transaction.atomic():
+                seen.append(lake.lake_watermark_lock(stream))
+                held.set()
+                release.wait(HANG)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(HANG)
+    return thread, seen
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_held_watermark_keeps_exports_out_even_before_the_first_one(lake_root):
+    """What a re-queue relies on: while it holds the watermark, no export of the stream plans or
+    writes a batch, and an export that would create the watermark waits for it."""
+    make_case()
+    release = threading.Event()
+    holder, seen = watermark_held("case_events", release)
+    exporter_pid: list[int] = []
+    exported: list[int] = []
+
+    def export():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                exporter_pid.append(cursor.fetchone()[0])
+            exported.append(lake.lake_stream_export(stream="case_events"))
+        finally:
+            connection.close()
+
+    exporter = threading.Thread(target=export)
+    try:
+        assert seen == [None]  # never exported: no row to lock, the table is locked instead
+        exporter.start()
+        wait_for(lambda: exporter_pid and waits_for_lock(exporter_pid[0], "relation"),
+                 "the first export to wait for the held watermark")
+    finally:
+        release.set()
+        holder.join(HANG)
+        if exporter.ident is not None:
+            exporter.join(HANG)
+    assert exported == [1]
+
+    make_case()
+    release.clear()
+    holder, seen = watermark_held("case_events", release)
+    try:
+        assert seen[0].position == CaseEvent.objects.order_by("id").first().id
+        assert lake.lake_stream_export(stream="case_events") == 0  # the stream is held: skipped
+    finally:
+        release.set()
+        holder.join(HANG)
+    assert lake.lake_stream_export(stream="case_events") == 1
 
 
 def ingest(store, items, *, process: bool = True):
