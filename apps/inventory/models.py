@@ -200,6 +200,11 @@ class IngestionRun(models.Model):
     payload_path = models.CharField(max_length=300, blank=True)
     payload_bytes = models.PositiveBigIntegerField(default=0)
     payload_expires_at = models.DateTimeField(null=True, blank=True)
+    # The run's position in the lake stream of outcomes (apps/inventory/lake.py) when it is not
+    # its id: a failed run re-queued after the export passed it takes a new one for its next
+    # round, and that round's rows (decided since round_started_at) are exported there.
+    lake_position = models.BigIntegerField(null=True, blank=True)
+    round_started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -217,6 +222,13 @@ class IngestionRun(models.Model):
             models.Index(
                 fields=["payload_expires_at"], name="inventory_run_payload_ttl", condition=~Q(payload_path="")
             ),
+            # The lake export's ranges of re-queued runs' positions, and the purge's check of them
+            # (a handful of runs).
+            models.Index(
+                fields=["lake_position"],
+                name="inventory_run_lake_position",
+                condition=Q(lake_position__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -229,6 +241,17 @@ class IngestionRun(models.Model):
             # interleave their batches. The claim's SQL decides the order; this guards it.
             models.UniqueConstraint(
                 fields=["store"], condition=Q(status="running"), name="run_one_running_per_store"
+            ),
+            # A moved position comes with its round's start, and lies past the run's own id: it is
+            # taken from the id sequence when the run is re-queued, long after the run was created.
+            models.CheckConstraint(
+                condition=Q(lake_position__isnull=True, round_started_at__isnull=True)
+                | Q(
+                    lake_position__isnull=False,
+                    lake_position__gt=models.F("id"),
+                    round_started_at__isnull=False,
+                ),
+                name="run_lake_position_after_id_with_round",
             ),
         ]
 

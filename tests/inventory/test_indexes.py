@@ -21,6 +21,7 @@ EXPECTED = {
     "inventory_run_store_recent",
     "inventory_run_unfinished",
     "inventory_run_payload_ttl",
+    "inventory_run_lake_position",
     "inventory_rejection_lookup",
     "inventory_rejection_created",
     "inventory_signal_store_recent",
