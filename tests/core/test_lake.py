@@ -1,6 +1,7 @@
 """The Parquet lake export: rows read back with DuckDB equal the database's, hour partitions,
 exactly once across a crash between writing a file and advancing the watermark, the change-feed
-fence, a held watermark, inventory outcomes kept past the TTL purge, the lag gauge."""
+fence, a held watermark, inventory outcomes kept past the TTL purge and exported again (once) for a
+run re-queued after its export, the lag gauge."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from django.utils import timezone
 from apps.cases import services as case_services
 from apps.cases.models import Case, CaseEvent
 from apps.core import feed, lake
+from apps.core.errors import ApplicationError
 from apps.core.models import LakeWatermark
+from apps.inventory import pipeline
 from apps.inventory import services as inventory_services
-from apps.inventory.models import InventoryItem, ItemRejection
+from apps.inventory.models import IngestionRun, InventoryItem, ItemRejection, RunStatus
 from tests.factories.accounts import UserFactory
 from tests.factories.cases import QueueFactory, make_case
 from tests.factories.inventory import StoreFactory, catalog_create, feed_body
@@ -295,6 +298,149 @@ def test_inventory_outcomes_are_exported_per_finished_run_and_outlive_the_purge(
     ItemRejection.objects.update(created_at=timezone.now() - timedelta(days=400))
     assert inventory_services.inventory_purge_expired()["rejections"] == 1
     assert list(ItemRejection.objects.values_list("sku", flat=True)) == ["NOT-IN-CATALOG"]
+
+
+# Re-queued runs ---------------------------------------------------------------------------------
+
+OUTCOMES = "inventory_outcomes"
+
+
+def ingest_failing(store, items, monkeypatch, *, breaks_at: str) -> IngestionRun:
+    """A run of two-item batches whose pipeline breaks on the batch holding `breaks_at`, at every
+    attempt: it commits the batches before that one, then fails for good."""
+    run = inventory_services.feed_submit_json(store=store, body=feed_body(items), enqueue=False, batch_size=2)
+    process_batch = pipeline.process_batch
+
+    def breaking(chunk, ctx):
+        if any(item.get("sku") == breaks_at for item in chunk):
+            raise RuntimeError("pipeline bug")
+        return process_batch(chunk, ctx)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline, "process_batch", breaking)
+        outcomes = [inventory_services.ingestion_run_process(run_id=run.pk) for _ in range(3)]
+    assert outcomes == ["retry", "retry", "failed"]
+    run.refresh_from_db()
+    assert (run.status, run.items_done) == (RunStatus.FAILED, 2)
+    return run
+
+
+def four_items(skus) -> list[dict]:
+    # First batch: shown at 1.00, rejected (no price). Second batch: unavailable at 2.00, rejected.
+    return [{"sku": skus[0], "price": 1}, {"sku": skus[1]},
+            {"sku": skus[2], "price": 2, "available": False}, {"sku": skus[3]}]
+
+
+def first_round(run, skus) -> list[tuple]:
+    return [(run.pk, skus[0], "shown", "", 100), (run.pk, skus[1], "rejected", "missing price", None)]
+
+
+def second_round(run, skus) -> list[tuple]:
+    return [(run.pk, skus[2], "unavailable", "not shown: merchant reports unavailable", 200),
+            (run.pk, skus[3], "rejected", "missing price", None)]
+
+
+def outcomes(root: Path) -> list[tuple]:
+    return sorted(read(root, OUTCOMES, "run_id, sku, outcome, reason, price_cents"))
+
+
+def requeue_and_finish(run) -> IngestionRun:
+    inventory_services.ingestion_run_requeue(run=run)
+    assert inventory_services.ingestion_run_process(run_id=run.pk) == "succeeded"
+    run.refresh_from_db()
+    return run
+
+
+@pytest.mark.django_db
+def test_a_failed_run_requeued_after_its_export_is_exported_again_with_its_new_round(lake_root, monkeypatch):
+    store, other = StoreFactory(), StoreFactory()
+    skus = catalog_create(store.merchant, 4)
+    failed = ingest_failing(store, four_items(skus), monkeypatch, breaks_at=skus[2])
+    assert lake.lake_stream_export(stream=OUTCOMES) == 2
+    later = ingest(other, [{"sku": catalog_create(other.merchant, 1)[0], "price": 3}])
+    assert lake.lake_stream_export(stream=OUTCOMES) == 1
+    assert lake.lake_position(OUTCOMES) == later.pk
+
+    failed = requeue_and_finish(failed)
+    # The new round counts after every run there is, the later one included.
+    assert failed.lake_position > later.pk and failed.round_started_at is not None
+    assert lake.lake_stream_export(stream=OUTCOMES) == 2
+
+    assert outcomes(lake_root) == sorted([
+        *first_round(failed, skus), (later.pk, "SKU-000000", "shown", "", 300), *second_round(failed, skus),
+    ])
+    assert lake.lake_position(OUTCOMES) == failed.lake_position
+    assert lake.lake_stream_export(stream=OUTCOMES) == 0
+
+
+@pytest.mark.django_db
+def test_a_crash_while_re_exporting_a_requeued_run_leaves_each_row_once(lake_root, monkeypatch):
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 4)
+    failed = ingest_failing(store, four_items(skus), monkeypatch, breaks_at=skus[2])
+    lake.lake_stream_export(stream=OUTCOMES)
+    failed = requeue_and_finish(failed)
+
+    def crash(mark, until):
+        raise RuntimeError("worker died before the watermark advanced")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(lake, "_watermark_advance", crash)
+        with pytest.raises(RuntimeError):
+            lake.lake_stream_export(stream=OUTCOMES)
+    written = set(lake_root.rglob("*.parquet"))
+    assert outcomes(lake_root) == sorted(first_round(failed, skus) + second_round(failed, skus))
+    mark = LakeWatermark.objects.get(stream=OUTCOMES)
+    assert (mark.position, mark.pending_until) == (failed.pk, failed.lake_position)
+
+    # A run finished meanwhile must not widen the retried batch; it is the next one.
+    after = ingest(store, [{"sku": skus[0], "price": 5}])
+    assert lake.lake_stream_export(stream=OUTCOMES) == 3
+    assert outcomes(lake_root) == sorted(
+        [*first_round(failed, skus), *second_round(failed, skus), (after.pk, skus[0], "shown", "", 500)]
+    )
+    assert written <= set(lake_root.rglob("*.parquet"))  # replaced under the same names
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("lake_started", [False, True], ids=["never-exported", "exported-up-to-before-it"])
+def test_a_failed_run_requeued_before_its_export_is_exported_once_whole(lake_root, monkeypatch, lake_started):
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 4)
+    if lake_started:
+        ingest(store, [{"sku": skus[0], "price": 7}])
+        assert lake.lake_stream_export(stream=OUTCOMES) == 1
+    failed = ingest_failing(store, four_items(skus), monkeypatch, breaks_at=skus[2])
+
+    failed = requeue_and_finish(failed)
+    assert (failed.lake_position, failed.round_started_at) == (None, None)  # keeps its id
+    lake.lake_stream_export(stream=OUTCOMES)
+
+    rows = [row for row in outcomes(lake_root) if row[0] == failed.pk]
+    assert rows == sorted(first_round(failed, skus) + second_round(failed, skus))
+    assert lake.lake_position(OUTCOMES) == failed.pk
+
+
+@pytest.mark.django_db
+def test_a_run_the_export_is_writing_is_not_requeued_until_it_is_written(lake_root, monkeypatch):
+    store = StoreFactory()
+    skus = catalog_create(store.merchant, 4)
+    failed = ingest_failing(store, four_items(skus), monkeypatch, breaks_at=skus[2])
+    with monkeypatch.context() as patched:  # the export planned the run's range, then died
+        patched.setattr(lake, "_watermark_advance", lambda mark, until: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            lake.lake_stream_export(stream=OUTCOMES)
+
+    # Moved now, the run's first round would drop out of the range whose files are written.
+    with pytest.raises(ApplicationError, match="lake export is writing"):
+        inventory_services.ingestion_run_requeue(run=failed)
+    failed.refresh_from_db()
+    assert (failed.status, failed.lake_position) == (RunStatus.FAILED, None)
+
+    assert lake.lake_stream_export(stream=OUTCOMES) == 2
+    failed = requeue_and_finish(failed)
+    assert lake.lake_stream_export(stream=OUTCOMES) == 2
+    assert outcomes(lake_root) == sorted(first_round(failed, skus) + second_round(failed, skus))
 
 
 @pytest.mark.django_db

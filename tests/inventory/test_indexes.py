@@ -6,8 +6,10 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
+from apps.inventory import lake as inventory_lake
 from apps.inventory import selectors
 from apps.inventory.models import IngestionRun, ItemRejection, RunStatus, ShopperSignal
 from apps.inventory.services import engine
@@ -69,6 +71,9 @@ def test_each_query_plans_onto_its_index():
         for other in others
         for _ in range(30)
     )
+    # A few failed runs re-queued after the lake export passed them, at new positions.
+    first = IngestionRun.objects.order_by("id").values_list("id", flat=True)[0]
+    IngestionRun.objects.filter(pk__lt=first + 5).update(lake_position=F("id") + 1000, round_started_at=now)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE inventory_ingestionrun")
     checks = {
@@ -102,3 +107,25 @@ def test_each_query_plans_onto_its_index():
     )
     assert "inventory_signal_store_recent" in context, context
     assert "catalog_unique_merchant_sku" in context and "inventory_inventoryitem_pkey" in context, context
+
+    # The lake stream of outcomes: runs at their id through the primary key, re-queued runs at
+    # their new positions through the partial index; rejections through the created_at bound.
+    after, until = first + 100, first + 200
+    for sql, params in (
+        (inventory_lake.BATCH_END_SQL, {"after": after, "high": until, "size": 5000}),
+        (inventory_lake.PENDING_SINCE_SQL, {"position": after}),
+        (inventory_lake.SELECT_SQL, {"after": after, "until": until}),
+    ):
+        lake_plan = plan(sql, params)
+        assert "inventory_ingestionrun_pkey" in lake_plan, lake_plan
+        assert "inventory_run_lake_position" in lake_plan, lake_plan
+    assert "inventory_rejection_created" in lake_plan, lake_plan
+    high = plan(inventory_lake.HIGH_WATER_SQL, {"queued": "queued", "running": "running"})
+    assert "inventory_run_unfinished" in high and "inventory_run_lake_position" in high, high
+    # The purge's "not re-queued past the watermark" reads the partial index, not every run.
+    purge = plan(
+        ItemRejection.objects.filter(created_at__lt=cutoff, run_id__lte=after)
+        .exclude(run_id__in=IngestionRun.objects.filter(lake_position__gt=after).values("id"))
+        .values("id")[:1000]
+    )
+    assert "inventory_rejection_created" in purge and "inventory_run_lake_position" in purge, purge

@@ -24,6 +24,7 @@ from django.utils import timezone
 from apps.core.errors import ApplicationError
 from apps.core.memory import cyclic_gc_paused
 from apps.inventory import conf, pipeline
+from apps.inventory.lake import outcomes_round_position
 from apps.inventory.models import IngestionRun, RunSource, RunStatus
 from apps.inventory.payloads import payload_storage
 from apps.inventory.services import engine
@@ -306,11 +307,26 @@ def ingestion_runs_requeue_stale(*, stale_after_s: float | None = None, limit: i
 
 
 def ingestion_run_requeue(*, run: IngestionRun) -> None:
-    """Ops action: give a failed run another round of attempts."""
+    """Ops action: give a failed run another round of attempts.
+
+    The round resumes after the run's last committed batch. If the lake export already wrote the
+    run, the round takes a new position in the stream so that its rows are exported too, once.
+    """
     with transaction.atomic():
-        updated = IngestionRun.objects.filter(pk=run.pk, status=RunStatus.FAILED).update(
-            status=RunStatus.QUEUED, attempts=0, finished_at=None, heartbeat_at=timezone.now(), error=""
+        failed = (
+            IngestionRun.objects.select_for_update()
+            .filter(pk=run.pk, status=RunStatus.FAILED)
+            .only("id", "lake_position")
+            .first()
         )
-        if not updated:
+        if failed is None:
             raise ApplicationError("Only failed runs can be re-queued.")
+        now = timezone.now()
+        fields = {
+            "status": RunStatus.QUEUED, "attempts": 0, "finished_at": None, "heartbeat_at": now, "error": ""
+        }
+        position = outcomes_round_position(run=failed)
+        if position is not None:
+            fields.update(lake_position=position, round_started_at=now)
+        IngestionRun.objects.filter(pk=run.pk).update(**fields)
         ingestion_run_schedule(run_id=run.pk)
