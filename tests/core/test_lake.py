@@ -444,6 +444,30 @@ def test_a_run_the_export_is_writing_is_not_requeued_until_it_is_written(lake_ro
 
 
 @pytest.mark.django_db
+def test_the_purge_keeps_a_requeued_runs_rejections_until_it_is_exported_again(lake_root, monkeypatch,
+                                                                                settings):
+    settings.INVENTORY_REJECTION_TTL_DAYS = 0  # every rejection is past its time-to-live at once
+    store, other = StoreFactory(), StoreFactory()
+    skus = catalog_create(store.merchant, 4)
+    failed = ingest_failing(store, four_items(skus), monkeypatch, breaks_at=skus[2])
+    later = ingest(other, [{"sku": "NOT-IN-CATALOG", "price": 1}])
+    lake.lake_stream_export(stream=OUTCOMES)
+    failed = requeue_and_finish(failed)
+
+    # The later run is in the lake; the re-queued run's new round is not: none of its rejections go.
+    assert inventory_services.inventory_purge_expired()["rejections"] == 1
+    assert sorted(ItemRejection.objects.values_list("run_id", "sku")) == [
+        (failed.pk, skus[1]), (failed.pk, skus[3])
+    ]
+
+    lake.lake_stream_export(stream=OUTCOMES)
+    assert inventory_services.inventory_purge_expired()["rejections"] == 2
+    assert sorted(row[:2] for row in outcomes(lake_root) if row[2] == "rejected") == sorted(
+        [(failed.pk, skus[1]), (later.pk, "NOT-IN-CATALOG"), (failed.pk, skus[3])]
+    )
+
+
+@pytest.mark.django_db
 def test_lag_gauge_and_command(lake_root, client):
     make_case()
 

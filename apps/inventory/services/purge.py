@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from apps.core.lake import lake_position
 from apps.inventory import conf
+from apps.inventory.lake import STREAM as OUTCOMES
 from apps.inventory.models import IngestionRun, ItemRejection, RunStatus, ShopperSignal
 from apps.inventory.payloads import payloads_delete
 
@@ -40,10 +41,12 @@ def inventory_purge_expired(*, batch_size: int = 1000) -> dict[str, int]:
         payloads += len(batch)
     rejection_ttl = timedelta(days=conf.rejection_ttl_days())
     expired_rejections = ItemRejection.objects.filter(created_at__lt=now - rejection_ttl)
-    exported_run = lake_position("inventory_outcomes")
-    if exported_run is not None:
-        # Once the lake export runs, a rejection outlives its TTL until its run is in the lake.
-        expired_rejections = expired_rejections.filter(run_id__lte=exported_run)
+    exported = lake_position(OUTCOMES)
+    if exported is not None:
+        # Once the lake export runs, a rejection outlives its TTL until its run is in the lake: a
+        # run past the watermark, at its id or at the new position a re-queue gave its next round.
+        requeued = IngestionRun.objects.filter(lake_position__gt=exported).values("id")
+        expired_rejections = expired_rejections.filter(run_id__lte=exported).exclude(run_id__in=requeued)
     rejections = _delete_in_batches(expired_rejections, batch_size)
     signals = _delete_in_batches(
         ShopperSignal.objects.filter(created_at__lt=now - timedelta(days=conf.signal_ttl_days())), batch_size
