@@ -239,6 +239,8 @@ class IngestionRunAdmin(admin.ModelAdmin):
         "duration_s",
         "sla_met",
         "error",
+        "lake_position",
+        "round_started_at",
         "raw_payload",
         "payload_bytes",
         "payload_expires_at",
@@ -291,8 +293,12 @@ class IngestionRunAdmin(admin.ModelAdmin):
     def requeue(self, request, queryset):
         done = 0
         for run in queryset.filter(status=RunStatus.FAILED):
-            services.ingestion_run_requeue(run=run)
-            done += 1
+            try:
+                services.ingestion_run_requeue(run=run)
+            except ApplicationError as exc:  # one run refused does not undo or stop the others
+                self.message_user(request, exc.message, level=messages.ERROR)
+            else:
+                done += 1
         self.message_user(request, f"Re-queued {done} failed run(s).")
 
 

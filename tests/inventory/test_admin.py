@@ -7,6 +7,7 @@ import re
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from apps.core.models import LakeWatermark
 from apps.inventory import services
 from apps.inventory.models import IngestionRun, InventoryItem, OosModel
 from tests.factories.accounts import UserFactory
@@ -157,6 +158,29 @@ def test_requeue_action_gives_failed_runs_new_attempts(ops_client, django_captur
     done.refresh_from_db()
     assert (failed.status, failed.attempts, failed.error) == ("queued", 0, "")
     assert done.status == "succeeded" and len(callbacks) == 1
+    assert (failed.lake_position, failed.round_started_at) == (None, None)  # the lake never had it
+
+
+def test_requeue_action_gives_an_exported_run_a_new_lake_position_and_refuses_one_being_written(ops_client):
+    store = StoreFactory()
+    exported, writing = [
+        IngestionRun.objects.create(store=store, source="api", status="failed", attempts=3) for _ in range(2)
+    ]
+    # The export wrote the first run and has planned (not yet written) the range of the second.
+    LakeWatermark.objects.create(stream="inventory_outcomes", position=exported.pk, pending_until=writing.pk)
+    response = ops_client.post(
+        "/admin/inventory/ingestionrun/",
+        {"action": "requeue", "_selected_action": [exported.pk, writing.pk]},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert f"The lake export is writing run {writing.pk}" in page and "Re-queued 1 failed run(s)." in page
+    exported.refresh_from_db()
+    writing.refresh_from_db()
+    assert exported.status == "queued" and exported.lake_position > writing.pk
+    assert (writing.status, writing.lake_position) == ("failed", None)
+    detail = ops_client.get(f"/admin/inventory/ingestionrun/{exported.pk}/change/").content.decode()
+    assert "Lake position" in detail and str(exported.lake_position) in detail
 
 
 def test_a_runs_raw_payload_downloads_until_purged(ops_client):
