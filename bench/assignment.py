@@ -160,6 +160,11 @@ def run(cases_n: int, agents_n: int, queues_n: int, processes: int, batch: int) 
     counters._client.cache_clear()
     counters._scripts.cache_clear()
 
+    # As `celery worker` does at start, before it forks its pool: the apps' task modules are
+    # imported once, not by each process's first batch (the batch sends a task on commit).
+    from config.celery import app
+
+    app.loader.import_default_modules()
     # As a prefork worker pool should: the workers share the parent's heap copy-on-write, so the
     # parent's objects are frozen out of the cyclic collector; otherwise the first full collection
     # in each worker (due at the same batch in all of them) traverses and copies the whole heap.
