@@ -122,8 +122,12 @@ def _documents(agent_ids: set[int]) -> dict[int, dict[str, Any]]:
 
 
 async def _group_send_all(layer, pushes: list[tuple[str, dict]]) -> None:
-    # A few sends in flight at once: hundreds at a time overflow the channel layer's connection
-    # pool and time out, and the pushes are lost (their tabs wait for the next poll).
+    bulk = getattr(layer, "group_send_many", None)
+    if bulk is not None:  # the project's layer (apps.core.channel_layer): one pipeline
+        await bulk(pushes)
+        return
+    # Another layer (settings may name any): a few sends in flight at once, as hundreds at a time
+    # can overflow its connection pool.
     limit = asyncio.Semaphore(PUSH_CONCURRENCY)
 
     async def send(group: str, message: dict) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
+import queue
+import threading
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from hypothesis import HealthCheck, given
@@ -67,29 +67,70 @@ def notes(case) -> list[str]:
 
 
 class Tab:
-    """A channel in the agent's group, as an open workspace tab's consumer has."""
+    """A channel in the agent's group, as an open workspace tab's consumer has: on an event loop
+    of its own that keeps running, as a Pub/Sub subscription lives on its loop's connection."""
+
+    READY = "tab.ready"
 
     def __init__(self, agent_id: int) -> None:
         self.layer = get_channel_layer()
-        # A plain channel name, not a process-local one: the test reads it from more than one
-        # event loop (each async_to_sync call has its own).
-        self.channel = f"test-tab.{uuid.uuid4().hex}"
-        async_to_sync(self.layer.group_add)(realtime.agent_group(agent_id), self.channel)
+        self.received: queue.Queue = queue.Queue()
+        self.loop = asyncio.new_event_loop()
+        # Named here: the thread starts without this context (the group name is the tenant's).
+        group = realtime.agent_group(agent_id)
+        ready = threading.Event()
+        self.listener = self.loop.create_task(self._listen(group, ready))
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self.listener,))
+        self.thread.start()
+        assert ready.wait(10), "the tab never joined its group"
+
+    async def _listen(self, group: str, ready: threading.Event) -> None:
+        channel = await self.layer.new_channel()
+        await self.layer.group_add(group, channel)
+        while not ready.is_set():  # until a message through the group proves the subscription
+            await self.layer.group_send(group, {"type": self.READY})
+            try:
+                message = await asyncio.wait_for(self.layer.receive(channel), 0.1)
+            except TimeoutError:
+                continue
+            if message["type"] == self.READY:
+                ready.set()
+        try:
+            while True:
+                message = await self.layer.receive(channel)
+                if message["type"] != self.READY:
+                    self.received.put(message)
+        except asyncio.CancelledError:  # closed
+            await self.layer.flush()
 
     def messages(self, kind: str) -> list[dict]:
-        """Every message of `kind` delivered so far (the layer hands them over at once)."""
+        """Every message of `kind` delivered so far (collected until none came for 0.5 s)."""
+        found = []
+        while True:
+            try:
+                message = self.received.get(timeout=0.5)
+            except queue.Empty:
+                return found
+            if message["type"] == kind:
+                found.append(message)
 
-        async def drain():
-            found = []
-            while True:
-                try:
-                    message = await asyncio.wait_for(self.layer.receive(self.channel), 0.5)
-                except TimeoutError:
-                    return found
-                if message["type"] == kind:
-                    found.append(message)
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.listener.cancel)
+        self.thread.join(10)
+        self.loop.close()
 
-        return async_to_sync(drain)()
+
+@pytest.fixture
+def open_tab():
+    tabs: list[Tab] = []
+
+    def open_(agent_id: int) -> Tab:
+        tabs.append(Tab(agent_id))
+        return tabs[-1]
+
+    yield open_
+    for tab in tabs:
+        tab.close()
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -112,14 +153,14 @@ def test_numbers_that_are_not_international_are_refused(raw):
 
 @pytest.mark.django_db
 def test_answered_assigns_the_callers_newest_open_case_and_pops_it_after_commit(
-        softphone, phone_queue, django_capture_on_commit_callbacks, redis_client):
+        softphone, phone_queue, django_capture_on_commit_callbacks, redis_client, open_tab):
     agent = AgentFactory()
     queue = QueueFactory()
     older = make_case(queue=queue, customer_ref="+49301234567", subject="Older")
     newest = make_case(queue=queue, customer_ref="+49301234567", subject="Newest")
     closed = make_case(queue=queue, customer_ref="+49301234567", subject="Done")
     case_services.case_transition(case=closed, to_status=Status.RESOLVED)
-    tab = Tab(agent.pk)
+    tab = open_tab(agent.pk)
 
     with django_capture_on_commit_callbacks(execute=True):
         response = post(softphone, answered(agent.user.username))
@@ -197,9 +238,9 @@ def test_replays_answer_as_the_first_time_and_write_nothing(
 
 @pytest.mark.django_db
 def test_an_end_whose_answer_never_arrived_records_both_without_a_pop(
-        softphone, phone_queue, django_capture_on_commit_callbacks):
+        softphone, phone_queue, django_capture_on_commit_callbacks, open_tab):
     agent = AgentFactory()
-    tab = Tab(agent.pk)
+    tab = open_tab(agent.pk)
     with django_capture_on_commit_callbacks(execute=True):
         response = post(softphone, {"call_id": "lost", "event": "ended", "caller": "+4930111111",
                                     "agent": agent.user.username})
