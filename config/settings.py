@@ -418,6 +418,8 @@ CASEHUB_ATTACHMENT_MAX_COUNT = env.int("CASEHUB_ATTACHMENT_MAX_COUNT", default=5
 
 # Case lists count at most this many matches (beyond it: the cap, with count_capped true).
 API_COUNT_CAP = env.int("API_COUNT_CAP", default=1000)
+# How long a list found over the cap shows "more than API_COUNT_CAP" without counting again.
+API_CAPPED_COUNT_CACHE_SECONDS = env.int("API_CAPPED_COUNT_CACHE_SECONDS", default=60)
 
 # Support metrics: a resolved case reopened (or followed up by the same customer about the same
 # delivery) within this many days counts against DWR and FCR (apps/cases/metric_definitions.py).

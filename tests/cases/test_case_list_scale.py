@@ -151,3 +151,40 @@ def test_schema_documents_the_capped_count(client):
     page = schema["components"]["schemas"][ref]
     assert page["properties"]["count_capped"]["type"] == "boolean"
     assert "count_capped" in page["required"] and "1000" in page["properties"]["count"]["description"]
+
+
+def _counts(ctx) -> int:
+    return sum(q["sql"].startswith("SELECT COUNT(*)") for q in ctx.captured_queries)
+
+
+def test_over_the_cap_is_remembered_and_an_exact_count_is_not(agent_client, cases, settings, monkeypatch):
+    settings.API_COUNT_CAP = 3
+    broad = {"status": ["new", "assigned"]}  # 8 cases: over the cap
+    narrow = {"status": ["resolved"], "queue": "refunds"}  # 3 cases: exact
+    for query, counted in ((broad, [1, 0]), (narrow, [1, 1])):
+        seen = []
+        for _ in range(2):
+            with CaptureQueriesContext(connection) as ctx:
+                body = agent_client.get(LIST, query).json()
+            seen.append(_counts(ctx))
+            assert body["count"] == 3 and body["count_capped"] is (query is broad)
+        assert seen == counted, query
+    # Another filter is counted on its own, and a page past the first still reads its rows.
+    with CaptureQueriesContext(connection) as ctx:
+        body = agent_client.get(LIST, {**broad, "field.reason": "late"}).json()
+    assert _counts(ctx) == 1
+    second = agent_client.get(LIST, {**broad, "page_size": 3, "page": 2}).json()
+    assert second["count_capped"] is True and len(second["results"]) == 3
+
+    # With the cache unreachable the list still answers, counting every time.
+    import redis
+    from django.core.cache import cache
+
+    def down(*args, **kwargs):
+        raise redis.ConnectionError("cache down")
+
+    monkeypatch.setattr(cache, "get", down)
+    monkeypatch.setattr(cache, "set", down)
+    with CaptureQueriesContext(connection) as ctx:
+        body = agent_client.get(LIST, broad).json()
+    assert _counts(ctx) == 1 and body["count_capped"] is True
