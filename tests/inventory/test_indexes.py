@@ -62,9 +62,9 @@ def test_each_query_plans_onto_its_index():
     store = StoreFactory()
     now = timezone.now()
     cutoff = now - timedelta(days=1)
-    # A run history as in production (many stores; finished runs far outnumber unfinished ones),
-    # analysed, so the planner prices the indexes on real statistics: on an empty table, walking
-    # the primary key and filtering costs the same as the index and won by chance.
+    # Histories as in production (many stores over weeks; finished runs far outnumber unfinished
+    # ones), analysed, so the planner prices the indexes on real statistics: on empty tables two
+    # plans cost the same and either one won, by whatever statistics earlier tests had left.
     others = StoreFactory.create_batch(10)
     IngestionRun.objects.bulk_create(
         IngestionRun(store=other, source="api", status=RunStatus.SUCCEEDED, heartbeat_at=cutoff)
@@ -74,8 +74,20 @@ def test_each_query_plans_onto_its_index():
     # A few failed runs re-queued after the lake export passed them, at new positions.
     first = IngestionRun.objects.order_by("id").values_list("id", flat=True)[0]
     IngestionRun.objects.filter(pk__lt=first + 5).update(lake_position=F("id") + 1000, round_started_at=now)
+    ShopperSignal.objects.bulk_create(
+        ShopperSignal(store=other, sku=f"S{n % 20}", found=n % 3 > 0,
+                      created_at=now - timedelta(hours=12 * n))
+        for other in others
+        for n in range(60)
+    )
+    ItemRejection.objects.bulk_create(
+        ItemRejection(store=other, sku=f"S{n % 20}", run_id=n, reason="no price",
+                      created_at=now - timedelta(hours=12 * n))
+        for other in others
+        for n in range(60)
+    )
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE inventory_ingestionrun")
+        cursor.execute("ANALYZE inventory_ingestionrun, inventory_shoppersignal, inventory_itemrejection")
     checks = {
         "inventory_item_held": selectors.held_items(),
         "inventory_run_store_recent": selectors.store_runs(store=store)[:50],
