@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import secrets
 import threading
 import time
@@ -31,12 +30,9 @@ from apps.core.tenancy import tenant_key
 STATE = "ws:state:{}"  # agent id -> hash of the state document (`body`) and its `version`
 TOKEN = "ws:token:{}"  # poll token -> "user id:agent id"
 RATE = "ws:rate:{}:{}"  # agent id, epoch second -> polls in that second (all tabs together)
-PUSH_CONCURRENCY = 8
 # A polling tab opens a screen pop this recent (the call was answered moments ago); an older one
 # would open a stale case in a tab opened later.
 SCREEN_POP_FRESH_SECONDS = 60
-
-logger = logging.getLogger(__name__)
 
 
 def agent_group(agent_id: int) -> str:
@@ -121,45 +117,25 @@ def _documents(agent_ids: set[int]) -> dict[int, dict[str, Any]]:
     return docs
 
 
-async def _group_send_all(layer, pushes: list[tuple[str, dict]]) -> None:
-    bulk = getattr(layer, "group_send_many", None)
-    if bulk is not None:  # the project's layer (apps.core.channel_layer): one pipeline
-        await bulk(pushes)
-        return
-    # Another layer (settings may name any): a few sends in flight at once, as hundreds at a time
-    # can overflow its connection pool.
-    limit = asyncio.Semaphore(PUSH_CONCURRENCY)
-
-    async def send(group: str, message: dict) -> None:
-        async with limit:
-            await layer.group_send(group, message)
-
-    results = await asyncio.gather(*(send(group, message) for group, message in pushes),
-                                   return_exceptions=True)
-    failed = [result for result in results if isinstance(result, BaseException)]
-    if failed:
-        logger.warning("workspace push: %d of %d sends failed, first: %r",
-                       len(failed), len(results), failed[0])
-
-
 def _send_all(pushes: list[tuple[int, dict]]) -> None:
-    """Push to many agents' groups from one event loop (one set of channel-layer connections),
-    concurrently: a batch that offered to hundreds of agents costs one fan-out, not hundreds."""
+    """Push to many agents' groups from one event loop (one set of channel-layer connections), in
+    one pipeline: a batch that offered to hundreds of agents costs one fan-out, not hundreds."""
     layer = get_channel_layer()
     if layer is None or not pushes:
         return
-    send = async_to_sync(_group_send_all)
+    # The project's layer (apps.core.channel_layer, set in settings).
+    send = async_to_sync(layer.group_send_many)
     # Group names are the current tenant's: named here, since the helper thread below starts
     # without this context.
     pushes = [(agent_group(agent_id), message) for agent_id, message in pushes]
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        send(layer, pushes)
+        send(pushes)
         return
     # Synchronous code running in an event loop's thread (a sync caller under a running loop)
     # cannot block on the loop: the send goes from a helper thread instead.
-    helper = threading.Thread(target=send, args=(layer, pushes))
+    helper = threading.Thread(target=send, args=(pushes,))
     helper.start()
     helper.join()
 

@@ -157,6 +157,24 @@ def waits_for_advisory_lock(pid: int) -> bool:
     return waits_for_lock(pid, "advisory")
 
 
+def exporter_thread(stream: str) -> tuple[threading.Thread, list[int], list[int]]:
+    """A thread that exports `stream` on a connection of its own (not started): the thread, the
+    backend pid it exports from once known, and the rows it wrote once done."""
+    pid: list[int] = []
+    exported: list[int] = []
+
+    def export():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid.append(cursor.fetchone()[0])
+            exported.append(lake.lake_stream_export(stream=stream))
+        finally:
+            connection.close()
+
+    return threading.Thread(target=export), pid, exported
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_event_committed_late_under_a_lower_id_is_not_skipped(lake_root, monkeypatch):
     monkeypatch.setattr(feed, "FENCE_TIMEOUT_MS", HANG * 1000)
@@ -173,19 +191,8 @@ def test_an_event_committed_late_under_a_lower_id_is_not_skipped(lake_root, monk
         finally:
             connection.close()
 
-    exporter_pid: list[int] = []
-    exported: list[int] = []
-
-    def export():
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                exporter_pid.append(cursor.fetchone()[0])
-            exported.append(lake.lake_stream_export(stream="case_events"))
-        finally:
-            connection.close()
-
-    writer, exporter = threading.Thread(target=slow_writer), threading.Thread(target=export)
+    exporter, exporter_pid, exported = exporter_thread("case_events")
+    writer = threading.Thread(target=slow_writer)
     writer.start()
     try:
         assert written.wait(HANG)
@@ -229,19 +236,7 @@ def test_a_held_watermark_keeps_exports_out_even_before_the_first_one(lake_root)
     make_case()
     release = threading.Event()
     holder, seen = watermark_held("case_events", release)
-    exporter_pid: list[int] = []
-    exported: list[int] = []
-
-    def export():
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                exporter_pid.append(cursor.fetchone()[0])
-            exported.append(lake.lake_stream_export(stream="case_events"))
-        finally:
-            connection.close()
-
-    exporter = threading.Thread(target=export)
+    exporter, exporter_pid, exported = exporter_thread("case_events")
     try:
         assert seen == [None]  # never exported: no row to lock, the table is locked instead
         exporter.start()
