@@ -188,3 +188,38 @@ def test_over_the_cap_is_remembered_and_an_exact_count_is_not(agent_client, case
     with CaptureQueriesContext(connection) as ctx:
         body = agent_client.get(LIST, broad).json()
     assert _counts(ctx) == 1 and body["count_capped"] is True
+
+
+def test_a_page_of_plain_rows_matches_the_serializer_on_model_instances(agent_client, cases):
+    """The list reads CaseSerializer's columns as values (apps.core.api.rows): every case,
+    assigned or not, resolved or not, with a legacy id and with text in many scripts, shows
+    exactly what the serializer gives for the model instance."""
+    from apps.cases.api.serializers import CaseSerializer
+
+    first = cases[0]
+    Case.objects.filter(pk=first.pk).update(
+        legacy_id="CRM-7", subject="Retard — 遅延 <b>x</b>",
+        fields={**first.fields, "note": "Ünïcode ✓", "nested": {"a": [1]}})
+    response = agent_client.get(LIST, {"page_size": 50})
+    assert response.status_code == 200
+    body = response.json()["results"]
+    expected = CaseSerializer(case_list().order_by("-created_at", "id"), many=True).data
+    assert len(body) == 12 and body == [dict(row) for row in expected]
+    assert {row["assigned_agent_name"] is None for row in body} == {True, False}
+    assert any(row["resolved_at"] for row in body) and body[0]["legacy_id"] == "CRM-7"
+
+
+def test_rows_refuse_a_serializer_that_is_not_flat():
+    from rest_framework import serializers
+
+    from apps.core.api.rows import SerializerRows
+
+    class Nested(serializers.ModelSerializer):
+        timeline = serializers.ListField(source="*")
+
+        class Meta:
+            model = Case
+            fields = ["id", "timeline"]
+
+    with pytest.raises(TypeError, match="timeline is not a flat field"):
+        assert SerializerRows(Nested).lookups

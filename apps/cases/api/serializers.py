@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.cases.models import Case, CaseEvent, Channel, Priority, Queue, Status
+from apps.core.api.rows import SerializerRows
 from apps.core.input import JSONDocumentError, json_document_load
 
 
@@ -45,6 +46,10 @@ class CaseSerializer(serializers.ModelSerializer):
                   "fields", "location", "legacy_id", "created_at", "updated_at", "first_assigned_at",
                   "first_response_at", "resolved_at"]
         read_only_fields = fields
+
+
+# The case list's pages, shaped by CaseSerializer from plain rows (see apps.core.api.rows).
+CaseRows = SerializerRows(CaseSerializer)
 
 
 class CaseDetailSerializer(CaseSerializer):

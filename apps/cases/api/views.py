@@ -16,6 +16,7 @@ from apps.cases.api.serializers import (
     CaseCreateSerializer,
     CaseDetailSerializer,
     CaseNoteSerializer,
+    CaseRows,
     CaseSerializer,
     CaseTransitionSerializer,
     LegacyTransferSerializer,
@@ -59,6 +60,13 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     def get_serializer_class(self):
         return CaseDetailSerializer if self.action == "retrieve" else CaseSerializer
+
+    def list(self, request, *args, **kwargs):
+        # A page reads CaseSerializer's columns as plain values: no model instances, and not the
+        # routing decision's JSON, which only the detail shows.
+        cases = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(cases.values(*CaseRows.lookups))
+        return self.get_paginated_response(CaseRows.represent(page))
 
     @extend_schema(summary="Create a case", request=CaseCreateSerializer,
                    responses={201: CaseDetailSerializer})
