@@ -141,6 +141,20 @@ def test_heavier_cases_wait_for_capacity(history):
                                    load_by_agent={"Ann": 4})
 
 
+def test_an_agents_own_channel_weight_counts_over_the_drafts(history):
+    Agent.objects.filter(display_name="Bob").update(channel_weights={"web": 1})
+    result = run(history, {"channel_weights": {"web": 2}})
+    # The draft makes a case 2 units, but Bob's own weight keeps it at 1 for him.
+    # T+60   c1: Ann 1 spare (needs 2), Bob 1 spare (needs 1) -> Bob (0 s). Bob full.
+    # T+120..240  c2-c4 arrive: all wait for capacity.
+    # T+400  B0 resolved, Ann 2 spare: c2 (oldest) -> Ann (280 s). T+500 Bob away.
+    # T+600  c1 resolved frees Bob, but he is away.   T+900 c2 resolved: c3 -> Ann (720 s).
+    # T+1200 c3 resolved: c4 -> Ann (960 s). Waits 0, 280, 720, 960: median 500, p90 960.
+    assert result.draft == Summary(assigned=4, waiting_unassigned=0, median_wait_s=500.0, p90_wait_s=960.0,
+                                   waited_for_skill=0, waited_for_capacity=3, waited_for_presence=0,
+                                   load_by_agent={"Ann": 3, "Bob": 1})
+
+
 def test_relaxed_optional_skill_lets_cases_through_later(history):
     # Nobody has the optional 'spanish': each case waits for it for 100 s (looked at every 4 s,
     # so exactly at arrival + 100), then routes on required skills alone.
