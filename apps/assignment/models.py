@@ -39,7 +39,8 @@ class Agent(models.Model):
     # for every writer).
     capacity = models.PositiveSmallIntegerField(default=3)
     # The agent's own weights by channel, over every queue's: {"chat": 3} for someone new to chat.
-    # Whole numbers 1-20 per known channel (apps.assignment.services.agent_weights_clean).
+    # Whole numbers 1-100 per known channel, as in a queue's routing (the constraint below; forms
+    # and the CSV read them with apps.assignment.services.channel_weights_parse).
     channel_weights = models.JSONField(default=dict, blank=True)
     presence = models.CharField(max_length=16, choices=Presence.choices, default=Presence.OFFLINE)
     presence_changed_at = models.DateTimeField(null=True, blank=True)
