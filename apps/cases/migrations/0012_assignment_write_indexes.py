@@ -1,7 +1,8 @@
-"""Fewer indexes on cases_case for the assignment engine's writes: the single-column queue and
+"""Fewer indexes for the assignment engine's writes. On cases_case: the single-column queue and
 agent indexes (the (queue, status) and (agent, status) ones serve the same lookups), and the
-LIKE-prefix index unique=True gave legacy_id. Legacy ids stay unique: the field's constraint is
-renamed to a model constraint, so no index is rebuilt."""
+LIKE-prefix index unique=True gave legacy_id; on cases_caseevent: the case index ((case, id)
+serves it). Legacy ids stay unique: the field's constraint is renamed to a model constraint, so
+no index is rebuilt."""
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -24,6 +25,11 @@ class Migration(migrations.Migration):
             model_name='case',
             name='queue',
             field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='cases', to='cases.queue'),
+        ),
+        migrations.AlterField(
+            model_name='caseevent',
+            name='case',
+            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='events', to='cases.case'),
         ),
         migrations.SeparateDatabaseAndState(
             state_operations=[
