@@ -8,6 +8,7 @@ import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 MOST_SPARE_CAPACITY = "most_spare_capacity"
@@ -54,7 +55,13 @@ class Routing:
     def skills_needed(self, *, waited_seconds: float) -> frozenset[str]:
         """Required skills, plus the optional ones until the case has waited past relax-after."""
         relaxed = self.relax_after_seconds is not None and waited_seconds >= self.relax_after_seconds
-        return self.required_skills if relaxed else self.required_skills | self.optional_skills
+        return self.required_skills if relaxed else self._all_skills
+
+    @cached_property
+    def _all_skills(self) -> frozenset[str]:
+        # One set per rule, not one per case: the engine looks its pools up by the skills needed,
+        # and a set hashes once.
+        return self.required_skills | self.optional_skills
 
 
 @dataclass(slots=True)
@@ -120,10 +127,17 @@ class _Group:
         self.own_weights: list[Candidate] = []
 
     def fill(self, members: list[Candidate], now: float) -> None:
+        spares = self.spares
+        ranked = []
+        strategy = self.strategy
         for candidate in members:
-            self.spares[candidate.spare] = self.spares.get(candidate.spare, 0) + 1
+            spare = candidate.capacity - candidate.load
+            spares[spare] = spares.get(spare, 0) + 1
+            if spare > 0:
+                ranked.append(rank_key(candidate, strategy, now))
         self.own_weights = [c for c in members if c.channel_weights]
-        self.ranked = sorted(rank_key(c, self.strategy, now) for c in members if c.spare > 0)
+        ranked.sort()
+        self.ranked = ranked
 
     def add(self, candidate: Candidate, now: float) -> None:
         spare = candidate.spare
@@ -195,15 +209,20 @@ class Pools:
         if own:  # recount the agents whose own weight differs from the queue's
             removed["full"] += sum((c.spare < c.weight(channel, weight)) - (c.spare < weight) for c in own)
         top: list[Candidate] = []
+        by_id = self.by_id
+        stops = strategy != ROUND_ROBIN and not own
+        # Candidate.spare and Candidate.weight inlined: this loop runs for every case of a batch.
         for key in group.ranked:
-            candidate = self.by_id[key[2]]
+            candidate = by_id[key[2]]
+            own_weights = candidate.channel_weights
             if candidate.agent_id in skip:
                 removed["declined"] += 1
-            elif candidate.spare >= candidate.weight(channel, weight):
+            elif candidate.capacity - candidate.load >= (own_weights.get(channel, weight) if own_weights
+                                                         else weight):
                 top.append(candidate)
                 if len(top) == TOP_CANDIDATES:
                     break
-            elif strategy != ROUND_ROBIN and not own:
+            elif stops:
                 break  # ranked by spare units, one weight for all: nobody further on has room
         winner = top[0] if top else None
         return Choice(winner=winner, removed=removed,

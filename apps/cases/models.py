@@ -139,7 +139,10 @@ class QueueConfig(models.Model):
 
 class Case(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="cases")
+    # The queue and agent columns are indexed only by the (queue, status) and (agent, status)
+    # indexes, which serve lookups by either alone: every assignment rewrites each index of the
+    # row (it changes indexed columns), so an index it does not need is paid on every case.
+    queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="cases", db_index=False)
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.NEW)
     priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
     channel = models.CharField(max_length=32, choices=Channel.choices, default=Channel.WEB)
@@ -151,11 +154,13 @@ class Case(models.Model):
     customer_ref = models.CharField(max_length=64, blank=True)
     delivery_ref = models.CharField(max_length=64, blank=True)
     signal_type = models.CharField(max_length=64, blank=True)
-    assigned_agent = models.ForeignKey("assignment.Agent", null=True, blank=True,
+    assigned_agent = models.ForeignKey("assignment.Agent", null=True, blank=True, db_index=False,
                                        on_delete=models.SET_NULL, related_name="cases")
     fields = models.JSONField(default=dict, blank=True)
     location = models.CharField(max_length=16, choices=Location.choices, default=Location.CASEHUB)
-    legacy_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    # Unique by a constraint (below), not unique=True: that adds a second, LIKE-prefix index
+    # that no query uses (legacy ids are looked up whole).
+    legacy_id = models.CharField(max_length=100, null=True, blank=True)
     # A default, not auto_now_add: imports keep the legacy CRM's creation time.
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -193,6 +198,7 @@ class Case(models.Model):
             models.Index(fields=["-priority", "created_at"], name="case_waiting_idx", condition=WAITING),
         ]
         constraints = [
+            models.UniqueConstraint(fields=["legacy_id"], name="case_legacy_id_unique"),
             # One proactive case per delivery and signal type, whatever the retries.
             models.UniqueConstraint(fields=["delivery_ref", "signal_type"],
                                     name="case_one_per_delivery_signal", condition=~Q(signal_type="")),
@@ -250,7 +256,9 @@ class CaseEvent(models.Model):
     """Append-only timeline row; its id is the change-feed position (see apps.core.feed)."""
 
     id = models.BigAutoField(primary_key=True)
-    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
+    # Indexed by (case, id) below, which serves lookups by case alone: events are written in
+    # hundreds per assignment batch, each paying for every index.
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events", db_index=False)
     kind = models.CharField(max_length=32, choices=EventKind.choices)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                               related_name="+")

@@ -79,13 +79,16 @@ def test_optional_skill_relaxes_after_wait():
     queue = _queue(required_skills=["english"], optional_skills=["vip"], relax_after_seconds=60)
     agent = AgentFactory(queues=[queue], skills=["english"])
     fresh = make_case(queue=queue)
+    nearly = make_case(queue=queue)  # the wait is read from the creation time to the second
     old = make_case(queue=queue)
+    Case.objects.filter(pk=nearly.pk).update(created_at=timezone.now() - timedelta(seconds=50))
     Case.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(seconds=120))
 
     services.assignment_batch_run()
 
-    fresh.refresh_from_db(), old.refresh_from_db()
+    fresh.refresh_from_db(), nearly.refresh_from_db(), old.refresh_from_db()
     assert old.assigned_agent_id == agent.pk and fresh.assigned_agent_id is None
+    assert nearly.assigned_agent_id is None
     assert selectors.case_routing_decision(fresh)["removed"]["missing_skill"] == 1
 
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import transaction
-from django.db.models import OuterRef, Q
+from django.db.models import F, FloatField, Func, OuterRef, Q
 from django.utils import timezone
 
 from apps.assignment import counters, routing
@@ -40,15 +40,19 @@ class BatchResult:
 
 
 def _claim(now, batch_size: int) -> list[tuple]:
-    """Waiting cases, most urgent then oldest, locked; each with the agents who declined it or
-    let its offer expire (an index probe per row, in the same statement)."""
+    """Waiting cases, most urgent then oldest, locked; each with its creation time in epoch
+    seconds (all the engine needs of it, without parsing a datetime per row) and the agents who
+    declined it or let its offer expire (an index probe per row, in the same statement)."""
     due = Q(routing_retry_at__isnull=True) | Q(routing_retry_at__lte=now)
     passed = ArraySubquery(Offer.objects.filter(case_id=OuterRef("pk"),
                                                 state__in=(OfferState.DECLINED, OfferState.EXPIRED))
                            .order_by().values("agent_id"))
+    # Not Extract("epoch"): with USE_TZ it converts to the current time zone first.
+    created = Func(F("created_at"), template="EXTRACT(EPOCH FROM %(expressions)s)::float8",
+                   output_field=FloatField())
     return list(Case.objects.filter(WAITING).filter(due).order_by("-priority", "created_at")
-                .select_for_update(skip_locked=True, of=("self",)).annotate(passed=passed)
-                .values_list("id", "queue_id", "status", "channel", "created_at", "passed")[:batch_size])
+                .select_for_update(skip_locked=True, of=("self",)).annotate(passed=passed, created=created)
+                .values_list("id", "queue_id", "status", "channel", "created", "passed")[:batch_size])
 
 
 def _candidates(now) -> tuple[list[routing.Candidate], dict[str, int]]:
@@ -119,10 +123,10 @@ def _decide_and_write(rows, now, result: BatchResult, reserved: list) -> None:
 
     # What to place per claimed row, by position (routing.place_in_tiers).
     pending = []  # (position, queue id, skills needed, weight, strategy, agents passed, channel)
-    for i, (_id, queue_id, _status, channel, created_at, passed) in enumerate(rows):
+    for i, (_id, queue_id, _status, channel, created, passed) in enumerate(rows):
         rule = rules.get(queue_id)
         if rule is not None:
-            needed = rule.skills_needed(waited_seconds=clock - created_at.timestamp())
+            needed = rule.skills_needed(waited_seconds=clock - created)
             pending.append((i, queue_id, needed, rule.weight(channel), rule.strategy,
                             frozenset(passed) if passed else (), channel))
     # An agent works its first-priority queues before the others: tier 1 links first, then 2...
@@ -142,13 +146,16 @@ def _decide_and_write(rows, now, result: BatchResult, reserved: list) -> None:
     assignments, decisions, retry_at = [], {}, {}
     later = now + timedelta(seconds=settings.ASSIGNMENT_RETRY_SECONDS)
     stamp = now.isoformat()
+    # Every offer of a queue in this batch expires at the same time.
+    expiry = {queue_id: now + timedelta(seconds=rule.offer_timeout_seconds) if rule.offers else None
+              for queue_id, rule in rules.items()}
     for i, (case_id, queue_id, status, *_) in enumerate(rows):
         rule = rules.get(queue_id)
         strategy = rule.strategy if rule else ""
         if accepted.get(i):
             winner = winners[i]
             reserved.append((winner.agent_id, weights[i]))
-            expires_at = now + timedelta(seconds=rule.offer_timeout_seconds) if rule.offers else None
+            expires_at = expiry[queue_id]
             assignments.append(case_services.BulkAssignment(
                 case_id=case_id, queue_id=queue_id, status=status, agent_id=winner.agent_id,
                 weight=weights[i], offer_expires_at=expires_at))
