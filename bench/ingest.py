@@ -298,6 +298,7 @@ def backlog(db_name: str, items_n: int, workers: int) -> dict:
     """The same backlog with 1 and `workers` worker processes."""
     import redis
     from django.conf import settings
+    from django.db.models import Max, Min
 
     from apps.core.scheduling import task_send
     from apps.inventory import services
@@ -316,11 +317,15 @@ def backlog(db_name: str, items_n: int, workers: int) -> dict:
         for feed in range(BACKLOG_FEEDS)
     ]
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.delete("ingestion")  # nothing left over from an earlier, interrupted run
     rates: dict[str, int] = {}
     retries: dict[str, int] = {}
     final_states = []
     for count in (1, workers):
+        # Nothing left over from an earlier run or round: a stopping worker puts back the
+        # messages it held for later (a duplicate looking at a busy run again), and any message,
+        # even one for a finished run, makes its worker take the next runnable run: this round's
+        # runs would start before the clock does.
+        broker.delete("ingestion")
         stores = Store.objects.bulk_create([
             Store(merchant=merchant, external_id=f"backlog-{count}-{n}", name=f"Backlog {n}",
                   price_markup_bps=150)
@@ -348,7 +353,10 @@ def backlog(db_name: str, items_n: int, workers: int) -> dict:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the backlog did not finish")
                 time.sleep(0.05)
-            last = max(IngestionRun.objects.filter(pk__in=runs).values_list("finished_at", flat=True))
+            started, last = IngestionRun.objects.filter(pk__in=runs).aggregate(
+                started=Min("started_at"), last=Max("finished_at")).values()
+            if started.timestamp() < t0:
+                raise RuntimeError("a backlog run started before its tasks were sent")
         finally:
             logs = [worker.stop() for worker in pool]
         rates[str(count)] = round(len(runs) * items_n / (last.timestamp() - t0))
