@@ -115,11 +115,15 @@ def _work(batch: int, out) -> None:
 
     from apps.assignment import counters
     from apps.assignment.services import assignment_batch_run
+    from config.celery import app
 
-    # A worker process keeps its connections between batches (CONN_MAX_AGE, Redis pool): open
-    # them before timing, so the first batch is not also timing the connection handshakes.
+    # A worker process keeps its connections between batches (CONN_MAX_AGE, the Redis pools, the
+    # broker's producer pool): open them before timing, so the first batch is not also timing
+    # the connection handshakes. The broker's is the one a batch sends its publish task through.
     connection.ensure_connection()
     counters._client().ping()
+    with app.producer_or_acquire() as producer:
+        producer.connection.ensure_connection()
 
     statements = [0]
 
@@ -165,6 +169,7 @@ def run(cases_n: int, agents_n: int, queues_n: int, processes: int, batch: int) 
     from config.celery import app
 
     app.loader.import_default_modules()
+    app.finalize(auto=True)
     # As a prefork worker pool should: the workers share the parent's heap copy-on-write, so the
     # parent's objects are frozen out of the cyclic collector; otherwise the first full collection
     # in each worker (due at the same batch in all of them) traverses and copies the whole heap.
