@@ -170,6 +170,7 @@ def run(cases_n: int, agents_n: int, queues_n: int, processes: int, batch: int) 
 
     app.loader.import_default_modules()
     app.finalize(auto=True)
+    app.backend  # noqa: B018 - loaded at start (the banner names it); each send's result refers to it
     # As a prefork worker pool should: the workers share the parent's heap copy-on-write, so the
     # parent's objects are frozen out of the cyclic collector; otherwise the first full collection
     # in each worker (due at the same batch in all of them) traverses and copies the whole heap.
