@@ -114,6 +114,24 @@ class AgentQueue(models.Model):
         return f"{self.agent_id} -> {self.queue_id} (p{self.priority})"
 
 
+class RosterVersion(models.Model):
+    """One row whose `version` changes whenever what the engine keeps of agents between batches
+    changes: an agent added or removed, their skills, capacity or channel weights, their queue
+    links. Triggers on `assignment_agent` and `assignment_agent_queues` set a new random value in
+    the writing transaction itself (migration 0013), so a worker whose copy carries the version it
+    reads is current. Random, not a counter: a rolled-back change can never bring back a value a
+    worker has seen. Presence and heartbeats are read on every batch and do not change it."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    version = models.UUIDField()
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="rosterversion_one_row")]
+
+    def __str__(self) -> str:
+        return str(self.version)
+
+
 class OfferState(models.TextChoices):
     PENDING = "pending", "Pending"
     ACCEPTED = "accepted", "Accepted"

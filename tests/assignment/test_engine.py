@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from apps.assignment import counters, routing, selectors, services
+from apps.assignment.models import Agent, AgentQueue, RosterVersion
 from apps.cases.models import Case, CaseEvent, EventKind, Status
 from tests.factories import AgentFactory
 from tests.factories.cases import QueueFactory, make_case
@@ -210,12 +211,14 @@ def test_query_count_does_not_grow_with_batch_size(django_assert_num_queries):
     AgentFactory(queues=[queue], capacity=50)
     AgentFactory(queues=[queue], capacity=50, skills=["x"])
     services.counters_reconcile()
-    for n in (2, 20):
+    # The first batch after the agents changed also reads the roster; later ones keep it.
+    for n, roster_read in ((2, 1), (20, 0), (5, 0)):
         for _ in range(n):
             make_case(queue=queue)
-        # savepoint, fence, claim (with who passed on each case), configs, agents (with the
-        # unroutable counts), the write, the offers, release
-        with django_assert_num_queries(8, info=n):
+        # savepoint, fence, constraints checked per statement, claim (with who passed on each
+        # case), configs, routable agents (with the roster version and the unroutable counts), the
+        # offers, the write, release
+        with django_assert_num_queries(9 + roster_read, info=n):
             result = services.assignment_batch_run()
         assert result.assigned == result.offered == n
 
@@ -226,9 +229,65 @@ def test_batch_counts_waiting_and_assigned_in_the_same_statements(django_assert_
     for _ in range(5):
         make_case(queue=queue)
     services.counters_reconcile()
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(9):  # no offers; and the roster, read once after the agents changed
         result = services.assignment_batch_run()
     assert result.assigned == 1 and result.waiting == 4
+
+
+def _roster_version():
+    return RosterVersion.objects.get().version
+
+
+def test_roster_version_changes_with_what_the_engine_keeps_and_only_then():
+    queue, other = _queue(), _queue()
+    agent = AgentFactory(queues=[queue])
+    seen = {_roster_version()}
+
+    def changed():
+        version = _roster_version()
+        fresh = version not in seen
+        seen.add(version)
+        return fresh
+
+    services.agent_heartbeat(agent=agent)
+    services.agent_presence_set(agent=agent, presence="away")
+    assert not changed()
+    Agent.objects.filter(pk=agent.pk).update(display_name="Renamed")
+    assert not changed()
+    for change in (lambda: Agent.objects.filter(pk=agent.pk).update(skills=["vip"]),
+                   lambda: Agent.objects.filter(pk=agent.pk).update(capacity=9),
+                   lambda: Agent.objects.filter(pk=agent.pk).update(channel_weights={"chat": 2}),
+                   lambda: AgentQueue.objects.create(agent=agent, queue=other, priority=2),
+                   lambda: AgentQueue.objects.filter(agent=agent, queue=other).update(priority=3),
+                   lambda: AgentQueue.objects.filter(agent=agent, queue=other).delete(),
+                   lambda: AgentFactory(),
+                   lambda: Agent.objects.filter(pk=agent.pk).delete()):
+        change()
+        assert changed()
+
+
+def test_engine_sees_agent_changes_at_the_next_batch():
+    queue = _queue(required_skills=["de"], offers=False)
+    agent = AgentFactory(capacity=1)
+    first = make_case(queue=queue)
+
+    def batch(case):
+        Case.objects.filter(pk=case.pk).update(routing_retry_at=None)  # due again at once
+        return services.assignment_batch_run()
+
+    assert batch(first).assigned == 0  # the engine now keeps this roster
+    assert selectors.case_routing_decision(first)["removed"]["not_in_queue"] == 1
+    AgentQueue.objects.create(agent=agent, queue=queue, priority=1)
+    assert batch(first).assigned == 0
+    assert selectors.case_routing_decision(first)["removed"]["missing_skill"] == 1
+    Agent.objects.filter(pk=agent.pk).update(skills=["de"])
+    assert batch(first).assignments == {first.pk: agent.pk}
+
+    second = make_case(queue=queue)
+    assert batch(second).assigned == 0
+    assert selectors.case_routing_decision(second)["removed"]["full"] == 1
+    Agent.objects.filter(pk=agent.pk).update(capacity=2)
+    assert batch(second).assignments == {second.pk: agent.pk}
 
 
 def _ranked_by_scan(pool, *, queue_id, needed, weight, strategy, max_priority, now):

@@ -10,13 +10,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.postgres.expressions import ArraySubquery
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, FloatField, Func, OuterRef, Q
 from django.utils import timezone
 
-from apps.assignment import counters, routing
+from apps.assignment import counters, roster, routing
 from apps.assignment.models import Offer, OfferState
-from apps.assignment.selectors import agents_for_routing
+from apps.assignment.selectors import agents_routable
 from apps.assignment.services.counters import counters_reconcile
 from apps.assignment.services.offers import assignment_batch_started, offers_record
 from apps.cases import services as case_services
@@ -39,6 +39,11 @@ class BatchResult:
     assignments: dict = field(default_factory=dict)  # case id -> agent id
 
 
+def _constraints_immediate() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
 def _claim(now, batch_size: int) -> list[tuple]:
     """Waiting cases, most urgent then oldest, locked; each with its creation time in epoch
     seconds (all the engine needs of it, without parsing a datetime per row) and the agents who
@@ -56,30 +61,21 @@ def _claim(now, batch_size: int) -> list[tuple]:
 
 
 def _candidates(now) -> tuple[list[routing.Candidate], dict[str, int]]:
-    rows, unroutable = agents_for_routing(now)
-    ids = [row[0] for row in rows]
-    ready, loads, idle = counters.counters_read(ids)
+    version, rows, unroutable = agents_routable(now)
+    agents = roster.roster_at(version)
+    # An agent removed between the two reads is not routed to.
+    rows = [row for row in rows if row[0] in agents]
+    ready, loads, idle = counters.counters_read([pk for pk, _changed in rows])
     if not ready:
         counters_reconcile()
-        ready, loads, idle = counters.counters_read(ids)
-    # Agents share a handful of skill sets and queue link sets: each is parsed once (and never
-    # changed during the batch, so shared).
-    skill_sets: dict[str, frozenset[str]] = {}
-    link_sets: dict[str | None, dict[int, int]] = {}
+        ready, loads, idle = counters.counters_read([pk for pk, _changed in rows])
     candidates = []
-    for pk, skills, capacity, changed, links, channel_weights in rows:
-        skill_set = skill_sets.get(skills)
-        if skill_set is None:
-            skill_set = skill_sets[skills] = frozenset(skills.split(",")) - {""}
-        queue_priority = link_sets.get(links)
-        if queue_priority is None:
-            queue_priority = link_sets[links] = {
-                int(queue_id): int(priority)
-                for queue_id, priority in (link.split(":") for link in (links.split(",") if links else ()))}
+    for pk, changed in rows:
+        agent = agents[pk]
         candidates.append(routing.Candidate(
-            agent_id=pk, skills=skill_set, capacity=capacity, load=loads.get(pk, 0),
-            idle_since=max(idle.get(pk, 0.0), changed), queue_priority=queue_priority,
-            channel_weights=channel_weights or {}))
+            agent_id=pk, skills=agent.skills, capacity=agent.capacity, load=loads.get(pk, 0),
+            idle_since=max(idle.get(pk, 0.0), changed), queue_priority=agent.queue_priority,
+            channel_weights=agent.channel_weights))
     return candidates, unroutable
 
 
@@ -94,6 +90,9 @@ def assignment_batch_run(*, batch_size: int | None = None) -> BatchResult:
         with cyclic_gc_paused(), transaction.atomic():
             # The feed fence before any row lock (see apps.core.feed).
             feed_writer_enter(CaseEvent)
+            # Foreign keys checked as each statement ends rather than at commit, so the agents'
+            # locks the write takes last are held for the commit's flush alone.
+            _constraints_immediate()
             now = timezone.now()
             rows = _claim(now, batch_size)
             result.claimed = len(rows)
@@ -173,19 +172,21 @@ def _decide_and_write(rows, now, result: BatchResult, reserved: list) -> None:
                 choice=choices[i], strategy=strategy, outcome="waiting", batch=result.batch, at=stamp,
                 note="" if rule else "queue has no active config")
             retry_at[case_id] = later
-    done = case_services.cases_assign_many(assignments=assignments, decisions=decisions, configs=configs,
-                                           retry_at=retry_at)
-    done_set = set(done)
-    lost = [(a.agent_id, a.weight) for a in assignments if a.case_id not in done_set]
-    if lost:
-        counters.counters_release(lost)
-        for item in lost:
-            reserved.remove(item)
+    # The offers first and the write last: the write's capacity check locks every agent it gives
+    # a case to until commit, and a batch in another process giving a case to one of them waits
+    # for that lock; with only the commit after the write, it waits the least.
     held = [(a.case_id, a.agent_id, a.weight, a.offer_expires_at) for a in assignments
-            if a.offer_expires_at is not None and a.case_id in done_set]
+            if a.offer_expires_at is not None]
     if held:
         offers_record(held=held, now=now)
+    done = case_services.cases_assign_many(assignments=assignments, decisions=decisions, configs=configs,
+                                           retry_at=retry_at)
+    if len(done) != len(assignments):
+        # The claim's row locks keep every claimed case unassigned until commit; a shortfall means
+        # that broke, and the batch (its offers too) is rolled back rather than half-written.
+        raise RuntimeError(f"batch {result.batch}: {len(assignments) - len(done)} claimed cases "
+                           "were no longer waiting")
     result.offered = len(held)
     result.assigned = len(done)
     result.waiting = result.claimed - result.assigned
-    result.assignments = {a.case_id: a.agent_id for a in assignments if a.case_id in done_set}
+    result.assignments = {a.case_id: a.agent_id for a in assignments}
