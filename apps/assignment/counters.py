@@ -9,11 +9,11 @@ Redis) nothing is reserved: the engine rebuilds first, so an empty hash never re
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 
+import orjson
 import redis
 from django.conf import settings
 
@@ -25,25 +25,58 @@ READY = "assign:ready"  # present once LOAD was rebuilt from PostgreSQL
 DRIFT = "assign:drift"  # running totals of what the reconcile job corrected
 KEYS = (LOAD, IDLE, READY)
 
+# Up to this many values per Redis call from a script (Lua's unpack has a stack limit).
+_CHUNK_LUA = """
+local CHUNK = 4000
+local function hmget(key, fields)
+  local out = {}
+  for i = 1, #fields, CHUNK do
+    local values = redis.call('HMGET', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields)))
+    for j = 1, #values do out[#out + 1] = values[j] end
+  end
+  return out
+end
+local function hset(key, pairs)
+  for i = 1, #pairs, CHUNK do
+    redis.call('HSET', key, unpack(pairs, i, math.min(i + CHUNK - 1, #pairs)))
+  end
+end
+"""
 # Every (agent, units, capacity) in order, as "agent:units:capacity" items joined by commas in
 # ARGV[2] (one argument, not three per item, to encode): accepted while the agent's load plus
 # units fits the capacity; an agent given several cases is checked against the running total.
-# {-1} when the counters are not rebuilt yet.
-_RESERVE = """
-if redis.call('EXISTS', KEYS[3]) == 0 then return {-1} end
-local out = {}
+# Each agent's load is read once and written once (three Redis calls for a whole batch, not
+# three per item; the agents of one batch are a few hundred, so HMGET's scan of a small hash
+# costs no more than one HGET each did). The answer is one string, a "1" (accepted) or "0" per
+# item (one reply to parse, not one per item); "-" when the counters are not rebuilt yet.
+_RESERVE = _CHUNK_LUA + """
+if redis.call('EXISTS', KEYS[3]) == 0 then return '-' end
+local items, agents, load = {}, {}, {}
 for agent, units, capacity in string.gmatch(ARGV[2], '(%d+):(%d+):(%d+)') do
-  units, capacity = tonumber(units), tonumber(capacity)
-  local load = tonumber(redis.call('HGET', KEYS[1], agent) or '0')
-  if load + units <= capacity then
-    redis.call('HINCRBY', KEYS[1], agent, units)
-    redis.call('HSET', KEYS[2], agent, ARGV[1])
-    out[#out + 1] = 1
+  items[#items + 1] = {agent, tonumber(units), tonumber(capacity)}
+  if load[agent] == nil then load[agent] = 0; agents[#agents + 1] = agent end
+end
+local values = hmget(KEYS[1], agents)
+for i, agent in ipairs(agents) do load[agent] = tonumber(values[i] or '0') end
+local out, taken = {}, {}
+for i, item in ipairs(items) do
+  local agent, units, capacity = item[1], item[2], item[3]
+  if load[agent] + units <= capacity then
+    load[agent] = load[agent] + units
+    taken[agent] = true
+    out[i] = '1'
   else
-    out[#out + 1] = 0
+    out[i] = '0'
   end
 end
-return out
+local loads, idle = {}, {}
+for agent in pairs(taken) do
+  loads[#loads + 1] = agent; loads[#loads + 1] = load[agent]
+  idle[#idle + 1] = agent; idle[#idle + 1] = ARGV[1]
+end
+hset(KEYS[1], loads)
+hset(KEYS[2], idle)
+return table.concat(out)
 """
 # Give back units reserved for assignments that were not written; never below zero.
 _RELEASE = """
@@ -62,7 +95,7 @@ return 1
 # The loads and last-assignment times of the agents in ARGV[1] (ids joined by commas), with the
 # ready flag, as one JSON document: one value to parse instead of two replies per agent. Each
 # hash is read whole and indexed once: HMGET of many fields on a small (listpack-encoded) hash
-# scans it once per field.
+# scans it once per field (2,000 fields on a hash of 500 agents: 9 ms instead of 1).
 _READ = """
 local function pick(key, ids)
   local all, by_id, out = redis.call('HGETALL', key), {}, {}
@@ -128,7 +161,7 @@ def _flat(pairs: Iterable[tuple]) -> list:
 
 def counters_read(agent_ids: Sequence[int]) -> tuple[bool, dict[int, int], dict[int, float]]:
     """(ready, load by agent, last assignment time by agent) in one round trip."""
-    doc = json.loads(_scripts()["read"](keys=_keys(*KEYS), args=[",".join(map(str, agent_ids))]))
+    doc = orjson.loads(_scripts()["read"](keys=_keys(*KEYS), args=[",".join(map(str, agent_ids))]))
     ready, loads, idle = doc[0], doc[1] or [], doc[2] or []  # cjson writes an empty list as {}
     return (bool(ready), {a: int(v) for a, v in zip(agent_ids, loads, strict=True) if v},
             {a: float(v) for a, v in zip(agent_ids, idle, strict=True) if v})
@@ -140,9 +173,9 @@ def counters_reserve(items: Sequence[tuple[int, int, int]]) -> list[bool] | None
         return []
     packed = ",".join(f"{agent}:{units}:{capacity}" for agent, units, capacity in items)
     flags = _scripts()["reserve"](keys=_keys(*KEYS), args=[time.time(), packed])
-    if flags and flags[0] == -1:
+    if flags == b"-":
         return None
-    return [flag == 1 for flag in flags]
+    return [flag == 49 for flag in flags]  # b"1"[0]
 
 
 def counters_release(items: Iterable[tuple[int, int]]) -> None:

@@ -4,11 +4,11 @@ in the same transaction."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -248,9 +248,9 @@ def case_assign(*, case: Case, agent, actor=None) -> Case:
     return case
 
 
-@dataclass(frozen=True)
-class BulkAssignment:
-    """One case of a set assignment: the engine claimed (and locked) the case row already."""
+class BulkAssignment(NamedTuple):
+    """One case of a set assignment: the engine claimed (and locked) the case row already. A
+    named tuple: the engine makes one per case of every batch, and a tuple is the cheapest to make."""
 
     case_id: Any
     queue_id: int
@@ -323,18 +323,16 @@ def cases_assign_many(*, assignments: list[BulkAssignment], decisions: dict[Any,
         assigning.add(a.case_id)
         # An offered case keeps its status: it moves to 'assigned' when the agent accepts.
         moves = a.offer_expires_at is None and _moves_to_assigned(a.status, configs[a.queue_id])
-        rows.append([str(a.case_id), a.agent_id, a.weight, a.status, Status.ASSIGNED if moves else a.status,
-                     decisions.get(a.case_id), None,
-                     a.offer_expires_at.isoformat() if a.offer_expires_at else None])
+        rows.append([a.case_id, a.agent_id, a.weight, a.status, Status.ASSIGNED if moves else a.status,
+                     decisions.get(a.case_id), None, a.offer_expires_at])
     for case_id, decision in decisions.items():
         if case_id not in assigning:
-            retry = retry_at.get(case_id)
-            rows.append([str(case_id), None, 0, None, None, decision, retry.isoformat() if retry else None,
-                         None])
+            rows.append([case_id, None, 0, None, None, decision, retry_at.get(case_id), None])
     if not rows:
         return []
     with connection.cursor() as cursor:
-        cursor.execute(_ASSIGN_MANY_SQL, {"rows": json.dumps(rows), "now": timezone.now(),
+        # orjson writes UUIDs and datetimes (ISO 8601) itself, ten times as fast as json here.
+        cursor.execute(_ASSIGN_MANY_SQL, {"rows": orjson.dumps(rows).decode(), "now": timezone.now(),
                                           "fence": feed_lock_key(CaseEvent),
                                           "actor": actor.pk if getattr(actor, "pk", None) else None})
         return [row[0] for row in cursor.fetchall()]
