@@ -129,12 +129,15 @@ class _Group:
     def fill(self, members: list[Candidate], now: float) -> None:
         spares = self.spares
         ranked = []
-        strategy = self.strategy
+        round_robin = self.strategy == ROUND_ROBIN
         for candidate in members:
             spare = candidate.capacity - candidate.load
             spares[spare] = spares.get(spare, 0) + 1
             if spare > 0:
-                ranked.append(rank_key(candidate, strategy, now))
+                # rank_key() inlined: this runs for every member of every group of a batch.
+                idle_since = candidate.idle_since
+                ranked.append((-round(now - idle_since, 3) if round_robin else -spare, idle_since,
+                               candidate.agent_id))
         self.own_weights = [c for c in members if c.channel_weights]
         ranked.sort()
         self.ranked = ranked

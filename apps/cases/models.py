@@ -198,7 +198,9 @@ class Case(models.Model):
             models.Index(fields=["-priority", "created_at"], name="case_waiting_idx", condition=WAITING),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["legacy_id"], name="case_legacy_id_unique"),
+            # Only legacy cases have an id there: the others (most) add nothing to the index.
+            models.UniqueConstraint(fields=["legacy_id"], condition=models.Q(legacy_id__isnull=False),
+                                    name="case_legacy_id_unique"),
             # One proactive case per delivery and signal type, whatever the retries.
             models.UniqueConstraint(fields=["delivery_ref", "signal_type"],
                                     name="case_one_per_delivery_signal", condition=~Q(signal_type="")),
@@ -260,15 +262,18 @@ class CaseEvent(models.Model):
     # hundreds per assignment batch, each paying for every index.
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events", db_index=False)
     kind = models.CharField(max_length=32, choices=EventKind.choices)
+    # Indexed only where set (below): most events are the system's (the engine's hundreds a batch).
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                              related_name="+")
+                              related_name="+", db_index=False)
     # kind-specific: {"field": ..., "old": ..., "new": ...}, {"from": ..., "to": ...}, {"body": ...}
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["case", "id"], name="caseevent_case_idx")]
+        indexes = [models.Index(fields=["case", "id"], name="caseevent_case_idx"),
+                   models.Index(fields=["actor"], condition=models.Q(actor__isnull=False),
+                                name="caseevent_actor_idx")]
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.id}"

@@ -69,13 +69,15 @@ def _candidates(now) -> tuple[list[routing.Candidate], dict[str, int]]:
     if not ready:
         counters_reconcile()
         ready, loads, idle = counters.counters_read([pk for pk, _changed in rows])
+    Candidate = routing.Candidate
     candidates = []
     for pk, changed in rows:
         agent = agents[pk]
-        candidates.append(routing.Candidate(
-            agent_id=pk, skills=agent.skills, capacity=agent.capacity, load=loads.get(pk, 0),
-            idle_since=max(idle.get(pk, 0.0), changed), queue_priority=agent.queue_priority,
-            channel_weights=agent.channel_weights))
+        # Positional (agent_id, skills, capacity, load, idle_since, queue_priority, channel_weights):
+        # 2,000 agents a batch, and keyword arguments cost a third more.
+        candidates.append(Candidate(pk, agent.skills, agent.capacity, loads.get(pk, 0),
+                                    max(idle.get(pk, 0.0), changed), agent.queue_priority,
+                                    agent.channel_weights))
     return candidates, unroutable
 
 
