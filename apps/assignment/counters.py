@@ -51,22 +51,21 @@ end
 # item (one reply to parse, not one per item); "-" when the counters are not rebuilt yet.
 _RESERVE = _CHUNK_LUA + """
 if redis.call('EXISTS', KEYS[3]) == 0 then return '-' end
-local items, agents, load = {}, {}, {}
-for agent, units, capacity in string.gmatch(ARGV[2], '(%d+):(%d+):(%d+)') do
-  items[#items + 1] = {agent, tonumber(units), tonumber(capacity)}
+local agents, load = {}, {}
+for agent in string.gmatch(ARGV[2], '(%d+):%d+:%d+') do
   if load[agent] == nil then load[agent] = 0; agents[#agents + 1] = agent end
 end
 local values = hmget(KEYS[1], agents)
 for i, agent in ipairs(agents) do load[agent] = tonumber(values[i] or '0') end
 local out, taken = {}, {}
-for i, item in ipairs(items) do
-  local agent, units, capacity = item[1], item[2], item[3]
-  if load[agent] + units <= capacity then
-    load[agent] = load[agent] + units
+for agent, units, capacity in string.gmatch(ARGV[2], '(%d+):(%d+):(%d+)') do
+  local total = load[agent] + tonumber(units)
+  if total <= tonumber(capacity) then
+    load[agent] = total
     taken[agent] = true
-    out[i] = '1'
+    out[#out + 1] = '1'
   else
-    out[i] = '0'
+    out[#out + 1] = '0'
   end
 end
 local loads, idle = {}, {}

@@ -142,17 +142,17 @@ class _Group:
         ranked.sort()
         self.ranked = ranked
 
-    def add(self, candidate: Candidate, now: float) -> None:
-        spare = candidate.spare
+    def add(self, candidate: Candidate, key: tuple[float, float, int]) -> None:
+        """Count and rank a member; `key` is its rank_key for this group's strategy."""
+        spare = candidate.capacity - candidate.load
         self.spares[spare] = self.spares.get(spare, 0) + 1
         if spare > 0:  # weights are at least 1: an agent with no spare unit is never ranked
-            bisect.insort(self.ranked, rank_key(candidate, self.strategy, now))
+            bisect.insort(self.ranked, key)
 
-    def drop(self, candidate: Candidate, now: float) -> None:
-        spare = candidate.spare
+    def drop(self, candidate: Candidate, key: tuple[float, float, int]) -> None:
+        spare = candidate.capacity - candidate.load
         self.spares[spare] -= 1
         if spare > 0:
-            key = rank_key(candidate, self.strategy, now)
             del self.ranked[bisect.bisect_left(self.ranked, key)]
 
 
@@ -235,12 +235,22 @@ class Pools:
     def take(self, candidate: Candidate, weight: int) -> None:
         """The agent gets a case: less spare capacity, and last assigned now."""
         groups = self.member_of.get(candidate.agent_id, ())
+        now = self.now
+        # An agent is in a few groups of one or two strategies: each rank key is built once.
+        keys: dict[str, tuple[float, float, int]] = {}
         for group in groups:
-            group.drop(candidate, self.now)
+            key = keys.get(group.strategy)
+            if key is None:
+                key = keys[group.strategy] = rank_key(candidate, group.strategy, now)
+            group.drop(candidate, key)
         candidate.load += weight
-        candidate.idle_since = self.now
+        candidate.idle_since = now
+        keys.clear()
         for group in groups:
-            group.add(candidate, self.now)
+            key = keys.get(group.strategy)
+            if key is None:
+                key = keys[group.strategy] = rank_key(candidate, group.strategy, now)
+            group.add(candidate, key)
 
 
 def place_in_tiers(pools: Pools, pending: Iterable[tuple], tiers: Iterable[int]) -> dict[Any, Choice]:

@@ -4,6 +4,7 @@ event and decision in a constant number of statements."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -12,6 +13,7 @@ from django.conf import settings
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, transaction
 from django.db.models import F, FloatField, Func, OuterRef, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from apps.assignment import counters, roster, routing
@@ -44,20 +46,32 @@ def _constraints_immediate() -> None:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
-def _claim(now, batch_size: int) -> list[tuple]:
-    """Waiting cases, most urgent then oldest, locked; each with its creation time in epoch
-    seconds (all the engine needs of it, without parsing a datetime per row) and the agents who
-    declined it or let its offer expire (an index probe per row, in the same statement)."""
-    due = Q(routing_retry_at__isnull=True) | Q(routing_retry_at__lte=now)
+def _claim(batch_size: int) -> list[tuple]:
+    """Waiting cases that are due, most urgent then oldest, locked; each with its creation time in
+    epoch seconds (all the engine needs of it, without parsing a datetime per row) and the agents
+    who declined it or let its offer expire (an index probe per row, in the same statement)."""
+    with connection.cursor() as cursor:
+        cursor.execute(*_claim_sql(batch_size))
+        return cursor.fetchall()
+
+
+@functools.cache
+def _claim_sql(batch_size: int) -> tuple[str, tuple]:
+    """The claim's SQL and parameters, compiled once per process (in a batch's transaction, which
+    select_for_update requires): nothing in it changes between batches (due is judged by the
+    database's clock), and building and compiling it cost each batch 0.8 ms. Its columns come in
+    the order of values_list below, annotations included, as the cursor returns them."""
+    due = Q(routing_retry_at__isnull=True) | Q(routing_retry_at__lte=Now())
     passed = ArraySubquery(Offer.objects.filter(case_id=OuterRef("pk"),
                                                 state__in=(OfferState.DECLINED, OfferState.EXPIRED))
                            .order_by().values("agent_id"))
     # Not Extract("epoch"): with USE_TZ it converts to the current time zone first.
     created = Func(F("created_at"), template="EXTRACT(EPOCH FROM %(expressions)s)::float8",
                    output_field=FloatField())
-    return list(Case.objects.filter(WAITING).filter(due).order_by("-priority", "created_at")
-                .select_for_update(skip_locked=True, of=("self",)).annotate(passed=passed, created=created)
-                .values_list("id", "queue_id", "status", "channel", "created", "passed")[:batch_size])
+    claim = (Case.objects.filter(WAITING).filter(due).order_by("-priority", "created_at")
+             .select_for_update(skip_locked=True, of=("self",)).annotate(created=created, passed=passed)
+             .values_list("id", "queue_id", "status", "channel", "created", "passed")[:batch_size])
+    return claim.query.get_compiler(claim.db).as_sql()
 
 
 def _candidates(now) -> tuple[list[routing.Candidate], dict[str, int]]:
@@ -96,7 +110,7 @@ def assignment_batch_run(*, batch_size: int | None = None) -> BatchResult:
             # locks the write takes last are held for the commit's flush alone.
             _constraints_immediate()
             now = timezone.now()
-            rows = _claim(now, batch_size)
+            rows = _claim(batch_size)
             result.claimed = len(rows)
             if not rows:
                 return result
