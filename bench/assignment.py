@@ -114,7 +114,7 @@ def _work(batch: int, out) -> None:
     from django.db import connection
 
     from apps.assignment import counters
-    from apps.assignment.services import assignment_batch_run
+    from apps.assignment.services import assignment_batch_run, assignment_worker_warm
     from config.celery import app
 
     # A worker process keeps its connections between batches (CONN_MAX_AGE, the Redis pools, the
@@ -124,6 +124,8 @@ def _work(batch: int, out) -> None:
     counters._client().ping()
     with app.producer_or_acquire() as producer:
         producer.connection.ensure_connection()
+    # And as each worker process does as it starts (worker_process_init): the agents' roster.
+    assignment_worker_warm()
 
     statements = [0]
 

@@ -397,3 +397,23 @@ def test_the_api_answers_why_a_case_is_still_waiting(api_client):
     services.assignment_batch_run()
     decision = api_client.get(f"/api/v1/cases/{case.pk}/").json()["routing_decision"]
     assert decision["outcome"] == "waiting" and decision["removed"] == {"missing_skill": 1}
+
+
+def test_worker_process_reads_roster_at_start_so_its_first_batch_does_not(django_assert_num_queries):
+    from celery.signals import worker_process_init
+
+    from apps.assignment import apps as assignment_apps
+
+    queue = _queue()
+    AgentFactory(queues=[queue])
+    make_case(queue=queue)
+    services.counters_reconcile()
+    # As a started worker: its process-start receiver is connected, and each new process runs it.
+    assignment_apps._on_worker_init()
+    try:
+        worker_process_init.send(sender=None)
+    finally:
+        worker_process_init.disconnect(dispatch_uid="assignment.worker_warm")
+    with django_assert_num_queries(9):  # as any batch after the first: no roster read
+        assert services.assignment_batch_run().assigned == 1
+

@@ -16,7 +16,7 @@ from apps.assignment.services.counters import (
     counters_fold,
     counters_reconcile,
 )
-from apps.assignment.services.engine import BatchResult, assignment_batch_run
+from apps.assignment.services.engine import BatchResult, assignment_batch_run, assignment_worker_warm
 from apps.assignment.services.offers import (
     agent_for_user,
     assignment_batch_request,
@@ -54,6 +54,7 @@ __all__ = [
     "agents_presence_expire",
     "assignment_batch_request",
     "assignment_batch_run",
+    "assignment_worker_warm",
     "call_event_record",
     "case_next_for_agent",
     "channel_weights_parse",

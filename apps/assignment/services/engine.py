@@ -5,13 +5,14 @@ event and decision in a constant number of statements."""
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.postgres.expressions import ArraySubquery
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, FloatField, Func, OuterRef, Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -28,6 +29,8 @@ from apps.core.memory import cyclic_gc_paused
 from apps.core.scheduling import task_send_on_commit
 
 PUBLISH_TASK = "apps.assignment.tasks.agent_states_publish"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +75,20 @@ def _claim_sql(batch_size: int) -> tuple[str, tuple]:
              .select_for_update(skip_locked=True, of=("self",)).annotate(created=created, passed=passed)
              .values_list("id", "queue_id", "status", "channel", "created", "passed")[:batch_size])
     return claim.query.get_compiler(claim.db).as_sql()
+
+
+def assignment_worker_warm() -> bool:
+    """Read the agents' roster before a worker process's first batch, as the batches after it
+    find it; False (and a warning) when the database cannot be read: the first batch reads the
+    roster then. Run by each worker process as it starts (apps.assignment.apps)."""
+    try:
+        version, _rows, _unroutable = agents_routable(timezone.now())
+        agents = roster.roster_at(version)
+    except DatabaseError:
+        logger.warning("assignment roster not read at worker start; the first batch reads it", exc_info=True)
+        return False
+    logger.debug("assignment roster read at worker start: %d agents", len(agents))
+    return True
 
 
 def _candidates(now) -> tuple[list[routing.Candidate], dict[str, int]]:
