@@ -29,7 +29,20 @@ def main() -> None:
         emit(run(*shape))
     finally:
         _redis().flushdb()
+        _broker().flushdb()
         teardown(db_name, keep=args.keep_db)
+
+
+def _bench_broker_url() -> str:
+    from django.conf import settings
+
+    return settings.REDIS_COUNTERS_URL.rsplit("/", 1)[0] + "/14"
+
+
+def _broker():
+    import redis
+
+    return redis.Redis.from_url(_bench_broker_url())
 
 
 def _redis():
@@ -159,6 +172,12 @@ def run(cases_n: int, agents_n: int, queues_n: int, processes: int, batch: int) 
 
     settings.REDIS_COUNTERS_URL = settings.REDIS_COUNTERS_URL.rsplit("/", 1)[0] + "/15"
     _redis().flushdb()
+    # The publish task each batch sends goes to a broker database of the benchmark's own, emptied
+    # at the end: on the dev broker, the next `make run` worker would run them all.
+    from config.celery import app
+
+    app.conf.broker_url = _bench_broker_url()
+    _broker().flushdb()
     build(cases_n, agents_n, queues_n)
     claimed, claim_s = bare_claim(batch)
     counters_reconcile()
@@ -168,8 +187,6 @@ def run(cases_n: int, agents_n: int, queues_n: int, processes: int, batch: int) 
 
     # As `celery worker` does at start, before it forks its pool: the apps' task modules are
     # imported once, not by each process's first batch (the batch sends a task on commit).
-    from config.celery import app
-
     app.loader.import_default_modules()
     app.finalize(auto=True)
     app.backend  # noqa: B018 - loaded at start (the banner names it); each send's result refers to it
